@@ -29,7 +29,7 @@ ApiKey = Annotated[str, msgspec.Meta(pattern=f"^[A-Za-z0-9]{{{KEY_LENGTH}}}$")]
 class Credentials(msgspec.Struct, forbid_unknown_fields=False):
     """The content of ``credentials.json``."""
 
-    apiKey: ApiKey  # noqa: N815 - the file's field name
+    apiKey: ApiKey
 
 
 class InvalidCredentials(ValueError):

@@ -31,15 +31,15 @@ class ModelSelection(msgspec.Struct, frozen=True):
     """What the Set Model form remembers: the preset id or ``custom``, and the custom text."""
 
     selection: str | None = None
-    customArgs: str | None = None  # noqa: N815 - the file's field name
+    customArgs: str | None = None
 
 
 class Store(msgspec.Struct, frozen=True):
     """The typed view of ``store.json``; unknown keys are ignored here and kept on rewrite."""
 
-    serveArgs: tuple[str, ...] = ()  # noqa: N815
-    serveEnv: tuple[EnvVar, ...] = ()  # noqa: N815
-    modelSelection: ModelSelection | None = None  # noqa: N815
+    serveArgs: tuple[str, ...] = ()
+    serveEnv: tuple[EnvVar, ...] = ()
+    modelSelection: ModelSelection | None = None
 
     @property
     def model_selected(self) -> bool:

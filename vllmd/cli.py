@@ -1,0 +1,94 @@
+"""The ``vllmd`` command: ``run``, ``health``, ``action``, ``hardware``, ``demo``.
+
+Each subcommand's handler is imported only when it runs, so that ``vllmd health`` (a container
+HEALTHCHECK, called every few seconds) and the actions start without loading the daemon's
+dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from vllmd import __version__
+from vllmd.settings import (
+    RUN_OPTIONS,
+    VOLUME_OPTIONS,
+    Settings,
+    SettingsError,
+    add_options,
+    settings_from,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from vllmd.daemon import run
+
+    return run(settings)
+
+
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    from vllmd.healthfile import health_command
+
+    return health_command(args, settings)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from vllmd.demo import demo_command
+
+    return demo_command(args, settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="vllmd", description="Run the vLLM server as an appliance."
+    )
+    parser.add_argument("--version", action="version", version=f"vllmd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    volumes = argparse.ArgumentParser(add_help=False)
+    add_options(volumes, VOLUME_OPTIONS)
+
+    run = sub.add_parser("run", parents=[volumes], help="run the daemon (PID 1 in the image)")
+    add_options(run, RUN_OPTIONS)
+    run.set_defaults(func=_run)
+
+    health = sub.add_parser(
+        "health", parents=[volumes], help="print the daemon's health; exit 0 success, 1 not, 2 none"
+    )
+    health.set_defaults(func=_health)
+
+    demo = sub.add_parser(
+        "demo", help="bring up a real small chat model on this machine's CPU, under ./.vllmd/"
+    )
+    add_options(demo, ("data", "public", "run_dir", "port", "log_format"))
+    demo.set_defaults(func=_demo)
+
+    from vllmd.actions.cli import register
+
+    register(sub, volumes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, build the settings once, and run the chosen subcommand."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except SettingsError as exc:
+        print(f"vllmd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from vllmd.logs import setup_logging
+
+    setup_logging(settings.log_format)
+    handler: Handler = args.func
+    return handler(args, settings)
