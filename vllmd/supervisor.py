@@ -1,0 +1,230 @@
+"""The supervisor: the only code that touches the vLLM process.
+
+It starts vLLM in its own session and process group, watches the main process exit on its own
+(a pidfd, not ``Process.wait()``, which would also wait for the pipes that the engine inherited),
+kills whatever the main process leaves behind in its group, and stops it in the contract's order:
+one SIGTERM to the main process (a second TERM to an engine mid-cleanup leaks workers), a deadline,
+then SIGKILL to the whole group, then a check that the group is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup
+
+from vllmd.launch import Launch
+from vllmd.logpump import LinePump, pump
+from vllmd.procgroup import Reaper, live_members
+
+log = logging.getLogger(__name__)
+
+KILL_WAIT_S = 10.0
+"""How long a group member may survive SIGKILL (stuck in a driver) before we give up on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Where a child's output goes: one pump per stream, built fresh for each child."""
+
+    stdout: Callable[[], LinePump]
+    stderr: Callable[[], LinePump]
+
+
+@dataclass(eq=False)
+class Child:
+    """One vLLM process: what it runs, when it started, and how it ended."""
+
+    pid: int
+    launch: Launch
+    started_at: float
+    returncode: int | None = None
+    exited_at: float | None = None
+    stopping: bool = False
+    stuck_pids: tuple[int, ...] = ()
+    spawn_error: str | None = None
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)  # exited and group empty (or stuck)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the main process has not exited yet."""
+        return self.returncode is None
+
+
+Spawn = Callable[[Sequence[str], dict[str, str]], "subprocess.Popen[bytes]"]
+
+
+def _popen(argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+class Supervisor:
+    """Runs at most one vLLM process group at a time."""
+
+    def __init__(
+        self,
+        tg: TaskGroup,
+        reaper: Reaper,
+        output: Output,
+        on_exit: Callable[[Child], None],
+        *,
+        stop_timeout_s: float,
+        kill_wait_s: float = KILL_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+        spawn: Spawn = _popen,
+    ) -> None:
+        self._tg = tg
+        self._reaper = reaper
+        self._output = output
+        self._on_exit = on_exit
+        self._stop_timeout_s = stop_timeout_s
+        self._kill_wait_s = kill_wait_s
+        self._clock = clock
+        self._spawn = spawn
+        self._escalated = anyio.Event()
+        self.child: Child | None = None
+
+    async def start(self, launch: Launch) -> Child:
+        """Start ``launch``; the previous child must have been stopped (its group empty)."""
+        assert self.child is None or self.child.done.is_set(), "start() while a child runs"
+        now = self._clock()
+        try:
+            proc = self._spawn(launch.argv, launch.environ)
+        except OSError as exc:
+            child = Child(pid=-1, launch=launch, started_at=now, spawn_error=str(exc))
+            self.child = child
+            log.error(
+                "cannot start vLLM program %r: %s. Check --vllm / VLLMD_VLLM.", launch.argv[0], exc
+            )
+            self._finish(child, 127 if isinstance(exc, FileNotFoundError) else 126)
+            child.done.set()
+            self._on_exit(child)
+            return child
+        self._reaper.watch(proc.pid)
+        child = Child(pid=proc.pid, launch=launch, started_at=now)
+        self.child = child
+        log.info("started vLLM, pid %d: %s", proc.pid, " ".join(launch.argv))
+        assert proc.stdout is not None and proc.stderr is not None
+        # The pumps own the pipe fds from here; detach them from the Popen object.
+        out_fd, err_fd = os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno())
+        proc.stdout.close()
+        proc.stderr.close()
+        self._tg.start_soon(pump, out_fd, self._output.stdout())
+        self._tg.start_soon(pump, err_fd, self._output.stderr())
+        self._tg.start_soon(self._watch, child, proc)
+        return child
+
+    def _finish(self, child: Child, returncode: int) -> None:
+        child.returncode = returncode
+        child.exited_at = self._clock()
+        child.exited.set()
+
+    async def _watch(self, child: Child, proc: subprocess.Popen[bytes]) -> None:
+        returncode = await self._reaper.wait(child.pid)
+        proc.returncode = returncode  # so Popen never polls a pid that is gone
+        self._finish(child, returncode)
+        if not child.stopping:
+            log.warning("vLLM (pid %d) exited on its own: %s", child.pid, describe_exit(returncode))
+        child.stuck_pids = await self._empty_group(child.pid)
+        child.done.set()
+        if not child.stopping:
+            self._on_exit(child)
+
+    async def _empty_group(self, pgid: int) -> tuple[int, ...]:
+        """Kill what is left in group ``pgid`` and wait until none of it lives."""
+        left = live_members(pgid)
+        if not left:
+            return ()
+        log.info("killing %d process(es) left in vLLM's group %d: %s", len(left), pgid, left)
+        _killpg(pgid)
+        with anyio.move_on_after(self._kill_wait_s):
+            while left:
+                with anyio.move_on_after(0.05):
+                    await self._reaper.any_exit()
+                left = live_members(pgid)
+        if left:
+            log.error(
+                "process(es) %s of vLLM's group survived SIGKILL for %.0f s (stuck in a driver?); "
+                "starting the next vLLM anyway",
+                left,
+                self._kill_wait_s,
+            )
+        return tuple(left)
+
+    async def stop(self) -> Child | None:
+        """Stop the child: one SIGTERM to the main process, deadline, SIGKILL to the group."""
+        child = self.child
+        if child is None or child.done.is_set():
+            return child
+        child.stopping = True
+        if child.alive:
+            log.info("stopping vLLM (pid %d) with SIGTERM", child.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+            if not self._escalated.is_set():
+                with anyio.move_on_after(self._stop_timeout_s):
+                    await _first_of(child.exited, self._escalated)
+            if child.alive:
+                if self._escalated.is_set():
+                    log.warning("second stop request: killing vLLM's group %d now", child.pid)
+                else:
+                    log.warning(
+                        "vLLM (pid %d) did not stop within %.0f s; killing its group",
+                        child.pid,
+                        self._stop_timeout_s,
+                    )
+                _killpg(child.pid)
+        await child.done.wait()  # bounded: the main process is killed, the group wait has a cap
+        log.info("vLLM (pid %d) stopped: %s", child.pid, describe_exit(child.returncode))
+        return child
+
+    def escalate(self) -> None:
+        """Make a stop in progress (or the next one) kill the group at once."""
+        self._escalated.set()
+
+
+def _killpg(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Return as soon as one of ``events`` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exited with status 1`` or ``was killed by signal 9 (SIGKILL)``."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown"
+        return f"was killed by signal {-returncode} ({name})"
+    return f"exited with status {returncode}"
