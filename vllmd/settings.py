@@ -39,6 +39,7 @@ class Settings:
     ldconfig: bool = True
     log_format: str = "text"
     auth: str = "flag"
+    watch_step_ms: int = 30
 
     @property
     def models_dir(self) -> Path:
@@ -81,6 +82,13 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also refuses NaN
         raise ValueError("expected a number of seconds, 0 or more")
+    return value
+
+
+def _millis(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise ValueError("expected milliseconds between 1 and 10000")
     return value
 
 
@@ -172,6 +180,14 @@ OPTIONS: dict[str, Option] = {
             "how vLLM checks the key: guard (live key, no restart on rotation) or flag (--api-key)",
             "guard|flag",
         ),
+        Option(
+            "watch_step_ms",
+            ("--watch-step-ms",),
+            "VLLMD_WATCH_STEP_MS",
+            _millis,
+            "how often the file watcher looks at what it collected: reaction time vs idle cost",
+            "MS",
+        ),
     )
 }
 
@@ -187,6 +203,7 @@ RUN_OPTIONS = (
     "ldconfig",
     "log_format",
     "auth",
+    "watch_step_ms",
 )
 
 _DEFAULTS = Settings()

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 KILL_WAIT_S = 10.0
 """How long a group member may survive SIGKILL (stuck in a driver) before we give up on it."""
+PIPE_DRAIN_S = 1.0
+"""How long the output pumps may take to drain once vLLM's group is gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Child:
     returncode: int | None = None
     exited_at: float | None = None
     stopping: bool = False
+    term_sent_at: float | None = None
     stuck_pids: tuple[int, ...] = ()
     spawn_error: str | None = None
     exited: anyio.Event = field(default_factory=anyio.Event)
@@ -89,6 +92,7 @@ class Supervisor:
         kill_wait_s: float = KILL_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
         spawn: Spawn = _popen,
+        escalated: anyio.Event | None = None,
     ) -> None:
         self._tg = tg
         self._reaper = reaper
@@ -98,7 +102,7 @@ class Supervisor:
         self._kill_wait_s = kill_wait_s
         self._clock = clock
         self._spawn = spawn
-        self._escalated = anyio.Event()
+        self._escalated = escalated if escalated is not None else anyio.Event()
         self.child: Child | None = None
 
     async def start(self, launch: Launch) -> Child:
@@ -123,12 +127,10 @@ class Supervisor:
         log.info("started vLLM, pid %d: %s", proc.pid, " ".join(launch.argv))
         assert proc.stdout is not None and proc.stderr is not None
         # The pumps own the pipe fds from here; detach them from the Popen object.
-        out_fd, err_fd = os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno())
+        fds = os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno())
         proc.stdout.close()
         proc.stderr.close()
-        self._tg.start_soon(pump, out_fd, self._output.stdout())
-        self._tg.start_soon(pump, err_fd, self._output.stderr())
-        self._tg.start_soon(self._watch, child, proc)
+        self._tg.start_soon(self._watch, child, proc, fds)
         return child
 
     def _finish(self, child: Child, returncode: int) -> None:
@@ -136,13 +138,24 @@ class Supervisor:
         child.exited_at = self._clock()
         child.exited.set()
 
-    async def _watch(self, child: Child, proc: subprocess.Popen[bytes]) -> None:
-        returncode = await self._reaper.wait(child.pid)
-        proc.returncode = returncode  # so Popen never polls a pid that is gone
-        self._finish(child, returncode)
-        if not child.stopping:
-            log.warning("vLLM (pid %d) exited on its own: %s", child.pid, describe_exit(returncode))
-        child.stuck_pids = await self._empty_group(child.pid)
+    async def _watch(
+        self, child: Child, proc: subprocess.Popen[bytes], fds: tuple[int, int]
+    ) -> None:
+        async with anyio.create_task_group() as pumps:
+            pumps.start_soon(pump, fds[0], self._output.stdout())
+            pumps.start_soon(pump, fds[1], self._output.stderr())
+            returncode = await self._reaper.wait(child.pid)
+            proc.returncode = returncode  # so Popen never polls a pid that is gone
+            self._finish(child, returncode)
+            if not child.stopping:
+                log.warning(
+                    "vLLM (pid %d) exited on its own: %s", child.pid, describe_exit(returncode)
+                )
+            child.stuck_pids = await self._empty_group(child.pid)
+            # With the group gone the pipes reach end of file: let the pumps drain the last
+            # lines (the error that explains a crash is usually there), but not forever: a
+            # process that left the group may still hold them.
+            pumps.cancel_scope.deadline = anyio.current_time() + PIPE_DRAIN_S
         child.done.set()
         if not child.stopping:
             self._on_exit(child)
@@ -175,11 +188,15 @@ class Supervisor:
             return child
         child.stopping = True
         if child.alive:
-            log.info("stopping vLLM (pid %d) with SIGTERM", child.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)
-            if not self._escalated.is_set():
-                with anyio.move_on_after(self._stop_timeout_s):
+            if child.term_sent_at is None:
+                # Exactly one TERM, even when a stop is interrupted and asked for again.
+                log.info("stopping vLLM (pid %d) with SIGTERM", child.pid)
+                child.term_sent_at = self._clock()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+            left = self._stop_timeout_s - (self._clock() - child.term_sent_at)
+            if not self._escalated.is_set() and left > 0:
+                with anyio.move_on_after(left):
                     await _first_of(child.exited, self._escalated)
             if child.alive:
                 if self._escalated.is_set():
