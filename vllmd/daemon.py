@@ -27,7 +27,6 @@ from vllmd.healthfile import HealthPublisher
 from vllmd.logpump import LinePump, stream_sink
 from vllmd.masking import redact
 from vllmd.procgroup import Reaper, become_subreaper
-from vllmd.progress import loading_step
 from vllmd.reconcile import Reconciler, Status
 from vllmd.settings import Settings
 from vllmd.supervisor import Child, Output, Supervisor
@@ -114,6 +113,7 @@ async def serve(settings: Settings) -> int:
     status = Status()
     publisher = HealthPublisher(settings.health_path, os.getpid())
     stopping, escalated = anyio.Event(), anyio.Event()
+    code = 0
 
     async with anyio.create_task_group() as root:
         await root.start(_signals, reaper, stopping, escalated)
@@ -134,21 +134,27 @@ async def serve(settings: Settings) -> int:
             lambda: reconciler.wake(file_change=True),
             step_ms=settings.watch_step_ms,
         )
-        async with anyio.create_task_group() as main:
-            await main.start(watcher.run)  # armed before the first reconcile: nothing slips
-            await main.start(reconciler.run)
-            log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
-            main.start_soon(_health, settings, status, publisher)
-            main.start_soon(_probe, settings, supervisor, reconciler, status)
-            main.start_soon(_sample_downloads, settings, status)
-            await stopping.wait()
-            log.info("stopping")
-            main.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await supervisor.stop()
-        root.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as main:
+                await main.start(watcher.run)  # armed before the first reconcile: nothing slips
+                await main.start(reconciler.run)
+                log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
+                main.start_soon(_health, settings, status, publisher)
+                main.start_soon(_probe, settings, supervisor, reconciler, status)
+                main.start_soon(_sample_downloads, settings, status)
+                await stopping.wait()
+                log.info("stopping")
+                main.cancel_scope.cancel()
+        except Exception:
+            # A bug of ours must not leave vLLM running without a supervisor.
+            log.critical("vllmd failed; stopping vLLM", exc_info=True)
+            code = 1
+        finally:
+            with anyio.CancelScope(shield=True):
+                await supervisor.stop()
+            root.cancel_scope.cancel()
     log.info("vllmd stopped")
-    return 0
+    return code
 
 
 async def _signals(
@@ -176,10 +182,7 @@ def _output(status: Status) -> Output:
     """Pumps that pass vLLM's output through, keep its tail and notice loading progress."""
 
     def on_line(line: str) -> None:
-        step = loading_step(line)
-        if step is not None and step != status.loading:
-            status.loading = step
-            status.last_output_progress_at = time.monotonic()
+        if status.progress.feed(time.monotonic(), line):
             status.touch()
 
     def sink(stream: object) -> object:
@@ -214,7 +217,7 @@ async def _probe(
     settings: Settings, supervisor: Supervisor, reconciler: Reconciler, status: Status
 ) -> None:
     """Probe the running vLLM: loading until it answers, then watch for it to stop answering."""
-    from vllmd.probe import Prober, ProbeResult  # aiohttp is heavy: not on the start-up path
+    from vllmd.probe import Prober  # aiohttp is heavy: not on the start-up path
 
     prober = Prober(settings.host, settings.port)
     try:
@@ -230,7 +233,7 @@ async def _probe(
             result = await prober.check()
             if supervisor.child is not child or not child.alive:
                 continue
-            if result is ProbeResult.HEALTHY:
+            if result.ok:
                 failures = 0
                 if status.phase is Phase.STARTING:
                     status.phase = Phase.READY
@@ -241,7 +244,7 @@ async def _probe(
                 failures += 1
                 log.warning(
                     "vLLM health probe failed (%s), %d of %d",
-                    result.name.lower(),
+                    result,
                     failures,
                     WEDGED_AFTER,
                 )
@@ -262,9 +265,10 @@ async def _sample_downloads(settings: Settings, status: Status) -> None:
         if status.phase is not Phase.STARTING:
             await status.changed()
             continue
+        began = time.monotonic()
         size = await anyio.to_thread.run_sync(tree_size, settings.models_dir)
-        before = status.meter.downloaded_bytes, status.meter.rate_bps
-        status.meter.add(time.monotonic(), size)
-        if (status.meter.downloaded_bytes, status.meter.rate_bps) != before:
+        before = status.progress.progress()
+        status.progress.sample(began, size)
+        if status.progress.progress() != before:
             status.touch()
         await anyio.sleep(SAMPLE_S)

@@ -21,10 +21,10 @@ from anyio.abc import TaskStatus
 from vllmd.backoff import Backoff
 from vllmd.credentials import InvalidCredentials, ensure_key
 from vllmd.forensics import OutputTail, diagnose
-from vllmd.health import ExitInfo, Phase, Progress, Snapshot
+from vllmd.health import ExitInfo, Phase, Snapshot
 from vllmd.launch import Launch, plan_launch
 from vllmd.masking import redact
-from vllmd.progress import DownloadMeter
+from vllmd.progress import ProgressTracker
 from vllmd.settings import Settings
 from vllmd.store import Store, StoreError, read_store
 from vllmd.supervisor import Child, Supervisor, describe_exit
@@ -50,9 +50,7 @@ class Status:
     stuck_pids: tuple[int, ...] = ()
     store_problem: str | None = None
     model: str | None = None
-    loading: str | None = None
-    last_output_progress_at: float | None = None
-    meter: DownloadMeter = field(default_factory=DownloadMeter)
+    progress: ProgressTracker = field(default_factory=ProgressTracker)
     tail: OutputTail = field(default_factory=OutputTail)
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -67,20 +65,10 @@ class Status:
 
     def snapshot(self) -> Snapshot:
         """The pure health input for this moment."""
-        download = self.meter
-        progress_at = max(
-            (t for t in (download.last_progress_at, self.last_output_progress_at) if t is not None),
-            default=None,
-        )
         return Snapshot(
             phase=self.phase,
             config_started_at=self.config_started_at,
-            progress=Progress(
-                downloaded_bytes=download.downloaded_bytes,
-                download_rate_bps=download.rate_bps,
-                loading=self.loading,
-                last_progress_at=progress_at,
-            ),
+            progress=self.progress.progress(),
             exit=self.exit,
             stuck_pids=self.stuck_pids,
             store_problem=self.store_problem,
@@ -309,11 +297,12 @@ class Reconciler:
         self._restart_at = None
         if new_config:
             status.config_started_at = now
-            status.meter.reset(now)
+            status.progress.reset(now)
             status.exit = None
+        else:
+            status.progress.restarted()
         status.phase = Phase.STARTING
         status.ready_since = None
-        status.loading = None
         status.stuck_pids = ()
         status.model = launch.model
         status.tail.clear()

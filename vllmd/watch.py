@@ -16,8 +16,9 @@ collected, the trade between reaction time and idle cost that the benchmark show
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -27,6 +28,12 @@ from watchfiles._rust_notify import RustNotify
 log = logging.getLogger(__name__)
 
 POLL_DELAY_MS = 300
+
+
+def polling_forced(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``WATCHFILES_FORCE_POLLING`` asks for polling, as watchfiles itself reads it."""
+    value = environ.get("WATCHFILES_FORCE_POLLING", "")
+    return value.lower() not in ("", "0", "false", "disable")
 
 
 class Watcher:
@@ -40,14 +47,14 @@ class Watcher:
         *,
         step_ms: int = 30,
         debounce_ms: int = 50,
-        force_polling: bool = False,
+        force_polling: bool | None = None,
     ) -> None:
         self._folders = tuple(folders)
         self._names = frozenset(names)
         self._wake = wake
         self._step_ms = step_ms
         self._debounce_ms = debounce_ms
-        self._polling = force_polling
+        self._polling = polling_forced() if force_polling is None else force_polling
 
     def _paths(self) -> list[str]:
         paths: list[str] = []

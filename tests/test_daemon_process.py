@@ -1,0 +1,219 @@
+"""Supervision, crashes, signals, PID-1 duties, ldconfig and logs (CONTRACT §2.1, §2.5–2.9)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Volumes, group_alive, pid_alive, wait_for
+
+
+def _grandchild(volumes: Volumes) -> int:
+    return wait_for(
+        lambda: next((r["grandchild_pid"] for r in volumes.records() if r.get("grandchild_pid")),
+                     None),
+        what="the grandchild",
+    )  # fmt: skip
+
+
+def test_sigterm_stops_vllm_and_its_group_and_exits_0(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-grandchild"))
+    daemon = start_daemon()
+    record = daemon.wait_starts(1)[0]
+    _grandchild(volumes)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    assert group_alive(record["pgid"]) == []
+    events = [r.get("event") for r in volumes.records() if r.get("pid") == record["pid"]]
+    assert events.count("sigterm") == 1  # one TERM to the main process, not the group
+
+
+def test_sigint_stops_cleanly_too(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(*volumes.standin_args())
+    daemon = start_daemon()
+    record = daemon.wait_starts(1)[0]
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait_exit() == 0
+    assert not pid_alive(record["pid"])
+
+
+def test_stop_kills_the_group_after_the_stop_timeout(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-ignore-sigterm", "--fake-grandchild",
+                                           "--fake-grandchild-ignores-term"))  # fmt: skip
+    daemon = start_daemon("--stop-timeout", "1")
+    record = daemon.wait_starts(1)[0]
+    _grandchild(volumes)
+    daemon.wait_health("success")
+    began = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    assert time.monotonic() - began >= 1.0
+    assert group_alive(record["pgid"]) == []
+    assert "did not stop within 1 s" in daemon.stderr()
+
+
+def test_second_sigterm_kills_at_once(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-ignore-sigterm"))
+    daemon = start_daemon("--stop-timeout", "60")
+    record = daemon.wait_starts(1)[0]
+    daemon.wait_health("success")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_log("stopping vLLM")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=10) == 0
+    assert not pid_alive(record["pid"])
+    assert "killing vLLM now" in daemon.stderr()
+
+
+def test_leftovers_of_the_group_are_killed_when_the_main_process_exits(
+    volumes: Volumes, start_daemon
+) -> None:
+    volumes.set_args(
+        *volumes.standin_args(
+            "org/m",
+            "--fake-grandchild",
+            "--fake-orphan-grandchild",
+            "--fake-crash-after",
+            "1",
+            "--fake-exit-code",
+            "3",
+        )
+    )
+    daemon = start_daemon()
+    first = daemon.wait_starts(1)[0]
+    grandchild = _grandchild(volumes)
+    wait_for(lambda: not pid_alive(grandchild), what="the orphaned grandchild killed")
+    assert group_alive(first["pgid"]) == []
+
+
+def test_a_crash_restarts_with_a_growing_back_off(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(
+        *volumes.standin_args("org/m", "--fake-crash-after", "0", "--fake-exit-code", "7")
+    )
+    daemon = start_daemon()
+    starts = daemon.wait_starts(3, timeout=15)
+    gaps = [b["t_mono"] - a["t_mono"] for a, b in itertools.pairwise(starts)]
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0
+    health = daemon.wait_health("failure")
+    assert "exited with status 7" in health["message"]
+
+
+def test_a_configuration_change_restarts_at_once_whatever_the_back_off(
+    volumes: Volumes, start_daemon
+) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-crash-after", "0"))
+    daemon = start_daemon()
+    daemon.wait_starts(4, timeout=20)  # the back-off is now 8 s
+    began = time.monotonic()
+    volumes.set_args(*volumes.standin_args("org/good"))
+    daemon.wait_starts(5, timeout=5)
+    assert time.monotonic() - began < 4
+    daemon.wait_health("success")
+
+
+def test_a_missing_vllm_program_is_a_crash_with_a_clear_message(
+    volumes: Volumes, start_daemon
+) -> None:
+    volumes.set_args("org/m")
+    daemon = start_daemon("--vllm", str(volumes.root / "no-such-vllm"))
+    daemon.wait_log("cannot start vLLM program")
+    health = daemon.wait_health("failure")
+    assert "127" in health["message"]
+
+
+def test_a_line_of_a_megabyte_and_progress_bars_pass_through(
+    volumes: Volumes, start_daemon
+) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-big-line", str(1 << 20)))
+    daemon = start_daemon()
+    wait_for(lambda: "big line done" in daemon.stdout(), what="the line after the big one")
+    assert "x" * (1 << 20) in daemon.stdout()
+    daemon.wait_health("success")
+
+
+def test_wedged_vllm_is_restarted(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-unhealthy-after", "0.5"))
+    daemon = start_daemon()
+    daemon.wait_starts(1)
+    health = daemon.wait_health("failure", timeout=15)
+    assert "stopped answering" in health["message"]
+    daemon.wait_starts(2, timeout=15)
+
+
+def test_orphaned_zombies_are_reaped(volumes: Volumes, start_daemon, tmp_path: Path) -> None:
+    # A vLLM that double-forks: the grandchild is orphaned, reparented to the daemon (PID 1 or
+    # a subreaper), exits, and must be reaped, not left a zombie.
+    orphan_pid = tmp_path / "orphan-pid"
+    script = tmp_path / "vllm"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"  # out of vLLM's group: only reaping can clear it
+        "    if os.fork() == 0:\n"
+        f"        open({str(orphan_pid)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(0.2); os._exit(0)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "time.sleep(60)\n"
+    )
+    script.chmod(0o755)
+    volumes.set_args("org/m")
+    start_daemon("--vllm", str(script))
+    pid = int(wait_for(lambda: orphan_pid.exists() and orphan_pid.read_text(), what="the orphan"))
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the orphan reaped")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ldconfig runs only as root")
+def test_ldconfig_runs_once_at_start_unless_skipped(volumes: Volumes, start_daemon,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "ldconfig-calls"
+    fake = bin_dir / "ldconfig"
+    fake.write_text(f"#!/bin/sh\necho called >> {calls}\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    argv = [sys.executable, "-m", "vllmd", "run", "--data", str(volumes.data), "--public",
+            str(volumes.public), "--run-dir", str(volumes.run)]  # fmt: skip
+    daemon = start_daemon(env=env, argv=argv)
+    assert calls.read_text() == "called\n"
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_exit()
+    daemon = start_daemon(env=env, argv=[*argv, "--no-ldconfig"])
+    assert calls.read_text() == "called\n"
+
+
+def test_log_lines_are_level_component_message(volumes: Volumes, start_daemon) -> None:
+    daemon = start_daemon()
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_exit()
+    lines = daemon.stderr().splitlines()
+    assert lines
+    for line in lines:
+        level, rest = line.split(" ", 1)
+        assert level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        assert ": " in rest
+
+
+def test_json_log_format_is_one_object_per_line(volumes: Volumes, start_daemon) -> None:
+    daemon = start_daemon("--log-format", "json")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_exit()
+    for line in daemon.stderr().splitlines():
+        entry = json.loads(line)
+        assert set(entry) == {"time", "level", "component", "message"}
+
+
+def test_python_dash_m_vllmd_works() -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "vllmd", "--version"], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.startswith("vllmd ")
