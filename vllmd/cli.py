@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     health = sub.add_parser(
         "health", parents=[volumes], help="print the daemon's health; exit 0 success, 1 not, 2 none"
     )
+    health.add_argument("--text", action="store_true", help="print 'result: message' instead")
     health.set_defaults(func=_health)
 
     demo = sub.add_parser(
