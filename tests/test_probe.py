@@ -1,0 +1,183 @@
+"""The probe against tiny servers on loopback: healthy, 503, silent, gone, not listening."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import anyio
+import pytest
+from aiohttp import web
+from anyio.abc import SocketAttribute, SocketStream
+
+from vllmd.probe import Outcome, Prober, ProbeResult, loopback_host
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def http_server(status: list[int]) -> AsyncIterator[int]:
+    """An aiohttp server on a free loopback port whose ``/health`` answers ``status[0]``."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=status[0], text="")
+
+    app = web.Application()
+    app.router.add_get("/health", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    site = web.SockSite(runner, sock)
+    await site.start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A server that accepts connections and never answers."""
+
+    async def handle(stream: SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        yield listener.extra(SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+
+
+@contextmanager
+def bound_not_listening() -> Iterator[int]:
+    """A port that is bound but not listening, as vLLM's is while it loads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@asynccontextmanager
+async def prober(port: int, host: str = "127.0.0.1", **timeouts: float) -> AsyncIterator[Prober]:
+    async with Prober(host, port, **timeouts) as probe:
+        yield probe
+
+
+async def test_a_listening_vllm_answering_200_is_healthy() -> None:
+    async with http_server([200]) as port, prober(port) as probe:
+        result = await probe.check()
+
+    assert result == ProbeResult.HEALTHY
+    assert result.ok
+    assert result.status == 200
+
+
+async def test_a_503_is_unhealthy_and_keeps_the_status() -> None:
+    async with http_server([503]) as port, prober(port) as probe:
+        result = await probe.check()
+
+    assert result.outcome is Outcome.UNHEALTHY
+    assert result.status == 503
+    assert not result.ok
+
+
+async def test_the_session_is_reused_across_checks_and_sees_changes() -> None:
+    status = [200]
+    async with http_server(status) as port, prober(port) as probe:
+        first = await probe.check()
+        status[0] = 503
+        second = await probe.check()
+        status[0] = 200
+        third = await probe.check()
+
+    assert [first.outcome, second.outcome, third.outcome] == [
+        Outcome.HEALTHY,
+        Outcome.UNHEALTHY,
+        Outcome.HEALTHY,
+    ]
+
+
+async def test_a_server_that_never_answers_is_no_answer_within_the_timeout() -> None:
+    async with silent_server() as port, prober(port, request_timeout_s=0.3) as probe:
+        started = time.monotonic()
+        with anyio.fail_after(5):
+            result = await probe.check()
+        elapsed = time.monotonic() - started
+
+    assert result == ProbeResult.NO_ANSWER
+    assert elapsed < 1.5
+
+
+async def test_a_bound_but_not_listening_port_is_not_listening() -> None:
+    with bound_not_listening() as port:
+        async with prober(port) as probe:
+            with anyio.fail_after(5):
+                result = await probe.check()
+
+    assert result == ProbeResult.NOT_LISTENING
+
+
+async def test_a_vllm_that_went_away_after_ready_is_noticed() -> None:
+    async with http_server([200]) as port:
+        async with prober(port) as probe:
+            ready = await probe.check()
+        probe = Prober("127.0.0.1", port)
+    try:
+        with anyio.fail_after(5):
+            gone = await probe.check()
+    finally:
+        await probe.aclose()
+
+    assert (ready.outcome, gone.outcome) == (Outcome.HEALTHY, Outcome.NOT_LISTENING)
+
+
+async def test_a_wildcard_host_is_probed_on_loopback() -> None:
+    async with http_server([200]) as port, prober(port, host="0.0.0.0") as probe:
+        result = await probe.check()
+
+    assert probe.url == f"http://127.0.0.1:{port}/health"
+    assert result == ProbeResult.HEALTHY
+
+
+async def test_aclose_is_idempotent_and_a_closed_prober_can_check_again() -> None:
+    async with http_server([200]) as port:
+        probe = Prober("127.0.0.1", port)
+        await probe.aclose()
+        try:
+            assert await probe.check() == ProbeResult.HEALTHY
+        finally:
+            await probe.aclose()
+            await probe.aclose()
+
+
+@pytest.mark.parametrize(
+    ("host", "probed"),
+    [("0.0.0.0", "127.0.0.1"), ("", "127.0.0.1"), ("::", "::1"), ("10.0.0.5", "10.0.0.5")],
+)
+def test_loopback_host(host: str, probed: str) -> None:
+    assert loopback_host(host) == probed
+
+
+def test_an_ipv6_url_is_bracketed() -> None:
+    assert Prober("::", 8000).url == "http://[::1]:8000/health"
+
+
+def test_a_result_reads_well_in_a_log_line() -> None:
+    result = ProbeResult(Outcome.UNHEALTHY, 503, reason="GET /health answered 503")
+
+    assert str(result) == "unhealthy (HTTP 503): GET /health answered 503"
+    assert result == ProbeResult(Outcome.UNHEALTHY, 503)  # the reason is not compared

@@ -1,0 +1,327 @@
+"""What the health says: a pure function from what the daemon sees to a result and a message.
+
+The daemon gathers a :class:`Snapshot` (what runs, what the probe saw, the progress, the last exit)
+and calls :func:`evaluate` with the current monotonic time. The answer, a :class:`Verdict`, is what
+``RUN_DIR/health.json`` holds (CONTRACT.md §3). No I/O and no clock of its own: every test can walk
+through 35 minutes in microseconds.
+
+The loading clock starts when a configuration is launched (``config_started_at``); a crash
+restart keeps it, a new configuration starts a new one. How long loading may take is
+:func:`loading_deadline`.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from vllmd.disk import human_bytes
+
+JSON = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
+"""A value that ``json.dumps`` writes as is."""
+
+Result = Literal["success", "loading", "failure"]
+
+NO_MODEL_MESSAGE = 'No model selected. Run the "Set Model" action.'
+LOADING_MESSAGE = (
+    "The vLLM API is starting. A first-time model download plus load can take 30+ minutes; "
+    "loading an already-cached model can take 15+ minutes. Exact time depends on your hardware "
+    "resources and network bandwidth."
+)
+READY_MESSAGE = "The vLLM API is ready"
+WEDGED_MESSAGE = (
+    "The vLLM API stopped answering its health check while its process was still running; "
+    "vLLM is being restarted."
+)
+SET_MODEL_TASK: dict[str, str] = {
+    "action": "set-model",
+    "name": "Set Model",
+    "severity": "critical",
+    "reason": "Select which AI model vLLM should serve",
+}
+"""The StartOS task that points a person at the Set Model action."""
+
+
+class Phase(StrEnum):
+    """Where vLLM is in its life, as the daemon sees it."""
+
+    NO_MODEL = "no-model"
+    """No model is selected: nothing runs."""
+    STARTING = "starting"
+    """vLLM runs but the probe has not yet seen ``/health`` answer 200."""
+    READY = "ready"
+    """The port listens and ``GET /health`` answers 200."""
+    CRASHED = "crashed"
+    """vLLM exited on its own and waits for its back-off before the restart."""
+    WEDGED = "wedged"
+    """vLLM was ready, then failed its probe while its process lived: it is being restarted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """What vLLM's output says about why it stopped.
+
+    Attributes:
+        line: the most telling line it printed (masked, one line, shortened when very long).
+        cause: what went wrong in words a person understands, when the line is recognised.
+        advice: what to do about it, when the line is recognised.
+        kind: a short stable name of the cause for machines (``"out-of-memory"``, ``"hf-gated"``…).
+    """
+
+    line: str
+    cause: str | None = None
+    advice: str | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How the last vLLM ended, when it ended on its own.
+
+    Attributes:
+        returncode: its exit status; negative when killed by a signal (``-9``: SIGKILL).
+        restart_delay_s: the back-off before the restart (counted from the exit).
+        diagnosis: what its output says, when it said anything telling.
+    """
+
+    returncode: int
+    restart_delay_s: float
+    diagnosis: Diagnosis | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What is happening while vLLM loads.
+
+    Attributes:
+        downloaded_bytes: how much the model cache grew since this configuration was launched.
+        download_rate_bps: bytes per second over the last few samples (0.0 when it stopped).
+        loading: the step vLLM reports, e.g. ``"Loading weights: shard 3/8."``.
+        last_progress_at: monotonic time anything last moved (the cache grew, or a new step).
+    """
+
+    downloaded_bytes: int | None = None
+    download_rate_bps: float | None = None
+    loading: str | None = None
+    last_progress_at: float | None = None
+
+
+NO_PROGRESS = Progress()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the health depends on, at one moment.
+
+    Attributes:
+        phase: where vLLM is.
+        config_started_at: monotonic time the current configuration was launched (kept over
+            crash restarts, reset by a new configuration); ``None`` when nothing was launched.
+        progress: what the loading is doing.
+        exit: how the last vLLM ended (needed for :attr:`Phase.CRASHED`).
+        stuck_pids: members of an old process group that survived SIGKILL (stuck in a driver).
+        store_problem: why ``store.json`` was not used (the last good configuration is kept).
+        model: the model being served, for ``detail``.
+    """
+
+    phase: Phase
+    config_started_at: float | None = None
+    progress: Progress = NO_PROGRESS
+    exit: ExitInfo | None = None
+    stuck_pids: tuple[int, ...] = ()
+    store_problem: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What ``health.json`` says, less the ``since`` and ``pid`` that the publisher adds.
+
+    ``detail`` holds only values that change when something real changes (no elapsed counters),
+    so the file is rewritten on real change only.
+    """
+
+    result: Result
+    message: str
+    task: dict[str, str] | None
+    detail: dict[str, JSON]
+
+
+def timeout_message(limit_s: float) -> str:
+    """The failure message once loading took longer than ``limit_s`` (whole minutes, rounded up)."""
+    minutes = math.ceil(limit_s / 60)
+    unit = "minute" if minutes == 1 else "minutes"
+    return (
+        f"The vLLM API did not come up within {minutes} {unit}. Check the service logs for errors."
+    )
+
+
+def loading_deadline(snap: Snapshot, grace_s: float, cap_s: float) -> float | None:
+    """The monotonic time at which a loading vLLM turns into a failure, if nothing moves before.
+
+    The rule (a documented deviation from a flat grace, issue 3 item 5): loading fails once
+
+    - the grace has passed since the configuration was launched **and** nothing moved (the
+      download did not grow, vLLM reported no new step) for the last ``grace_s``; or
+    - the hard cap has passed since the launch, whatever moves (``cap_s``, never below the grace).
+
+    So a 40 GB download that keeps growing stays "loading" past 35 minutes, up to the cap; a
+    vLLM that shows nothing for the grace fails exactly as the spec says. Progress that resumes
+    after the failure turns it back into loading (the function is pure; the clock decides).
+
+    Returns ``None`` when there is no loading clock (not starting, or never launched).
+    """
+    if snap.phase is not Phase.STARTING or snap.config_started_at is None:
+        return None
+    started = snap.config_started_at
+    cap_at = started + max(cap_s, grace_s)
+    stall_at = started + grace_s
+    last = snap.progress.last_progress_at
+    if last is not None:
+        stall_at = max(stall_at, last + grace_s)
+    return min(stall_at, cap_at)
+
+
+def evaluate(snap: Snapshot, now: float, grace_s: float, cap_s: float) -> Verdict:
+    """The health for ``snap`` at monotonic time ``now`` (CONTRACT.md §3, one row per phase).
+
+    Args:
+        snap: what the daemon sees.
+        now: the current monotonic time, on the same clock as the snapshot's times.
+        grace_s: how long loading may show no progress (``--loading-grace``).
+        cap_s: how long loading may take at most, even while it progresses (``--loading-cap``).
+    """
+    detail: dict[str, JSON] = {"phase": str(snap.phase)}
+    if snap.model is not None:
+        detail["model"] = snap.model
+    if snap.stuck_pids:
+        detail["stuck_pids"] = list(snap.stuck_pids)
+    if snap.store_problem is not None:
+        detail["store_problem"] = snap.store_problem
+
+    if snap.phase is Phase.NO_MODEL:
+        message = NO_MODEL_MESSAGE
+        if snap.store_problem is not None:
+            message = f"{message} {_sentence(snap.store_problem)}"
+        return Verdict("failure", message, dict(SET_MODEL_TASK), detail)
+
+    if snap.phase is Phase.READY:
+        return Verdict("success", READY_MESSAGE, None, detail)
+
+    if snap.phase is Phase.WEDGED:
+        return Verdict("failure", WEDGED_MESSAGE, None, detail)
+
+    if snap.phase is Phase.CRASHED:
+        if snap.exit is None:  # the daemon always gives one; stay truthful if it does not
+            return Verdict("failure", "vLLM exited and is waiting to restart.", None, detail)
+        detail["exit"] = _exit_detail(snap.exit)
+        return Verdict("failure", crash_message(snap.exit), None, detail)
+
+    # STARTING
+    if snap.exit is not None:
+        detail["last_exit"] = _exit_detail(snap.exit)
+    detail.update(_progress_detail(snap.progress))
+    deadline = loading_deadline(snap, grace_s, cap_s)
+    if deadline is not None and now >= deadline:
+        started = snap.config_started_at
+        assert started is not None  # a deadline implies a launch time
+        capped = now - started >= max(cap_s, grace_s)
+        detail["timeout"] = "cap" if capped else "no-progress"
+        limit_s = max(cap_s, grace_s) if capped else grace_s
+        return Verdict("failure", timeout_message(limit_s), None, detail)
+    progress = progress_text(snap.progress)
+    message = f"{LOADING_MESSAGE} {progress}" if progress else LOADING_MESSAGE
+    return Verdict("loading", message, None, detail)
+
+
+def progress_text(progress: Progress) -> str:
+    """The live part of the loading message: ``Downloading: 12.4 GB so far, 48.0 MB/s.`` and/or
+    ``Loading weights: shard 3/8.``; empty when nothing is known."""
+    parts: list[str] = []
+    downloaded = progress.downloaded_bytes
+    rate = progress.download_rate_bps
+    if downloaded is not None and downloaded > 0:
+        if rate is not None and rate > 0:
+            parts.append(f"Downloading: {human_bytes(downloaded)} so far, {human_bytes(rate)}/s.")
+        else:
+            parts.append(f"Downloaded: {human_bytes(downloaded)} so far.")
+    if progress.loading:
+        parts.append(_sentence(progress.loading))
+    return " ".join(parts)
+
+
+def crash_message(info: ExitInfo) -> str:
+    """``vLLM exited with status 1 and will be restarted in 4 s. Last error: … What to do …``"""
+    parts = [f"vLLM {exit_status(info.returncode)} and will be restarted {_delay(info)}."]
+    diagnosis = info.diagnosis
+    if diagnosis is not None:
+        parts.append(f"Last error: {_sentence(diagnosis.line)}")
+        if diagnosis.cause:
+            parts.append(_sentence(diagnosis.cause))
+        if diagnosis.advice:
+            parts.append(_sentence(diagnosis.advice))
+    elif info.returncode == -signal.SIGKILL:
+        parts.append(
+            "It printed no error. A SIGKILL that vllmd did not send usually comes from the "
+            "kernel's out-of-memory killer: pick a smaller preset in Set Model."
+        )
+    else:
+        parts.append("It printed no error line; check the service logs.")
+    return " ".join(parts)
+
+
+def exit_status(returncode: int) -> str:
+    """``exited with status 1`` or ``was killed by signal 9 (SIGKILL)``."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    number = -returncode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"was killed by signal {number}"
+    return f"was killed by signal {number} ({name})"
+
+
+def _delay(info: ExitInfo) -> str:
+    if info.restart_delay_s <= 0:
+        return "now"
+    return f"in {math.ceil(info.restart_delay_s)} s"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?", ")", "…")) else f"{text}."
+
+
+def _exit_detail(info: ExitInfo) -> dict[str, JSON]:
+    out: dict[str, JSON] = {
+        "returncode": info.returncode,
+        "signal": signal.Signals(-info.returncode).name
+        if info.returncode < 0 and -info.returncode in _SIGNAL_NUMBERS
+        else None,
+        "restart_delay_s": info.restart_delay_s,
+    }
+    diagnosis = info.diagnosis
+    out["line"] = diagnosis.line if diagnosis else None
+    out["cause"] = diagnosis.kind if diagnosis else None
+    out["advice"] = diagnosis.advice if diagnosis else None
+    return out
+
+
+def _progress_detail(progress: Progress) -> dict[str, JSON]:
+    out: dict[str, JSON] = {}
+    if progress.downloaded_bytes is not None:
+        rate = progress.download_rate_bps
+        out["download"] = {
+            "bytes": progress.downloaded_bytes,
+            "rate_bps": None if rate is None else round(rate),
+        }
+    if progress.loading is not None:
+        out["loading"] = progress.loading
+    return out
+
+
+_SIGNAL_NUMBERS = frozenset(int(s) for s in signal.Signals)
