@@ -1,0 +1,109 @@
+"""Custom ``vllm serve`` arguments and environment variables, as people type them.
+
+The custom text is split like a POSIX shell, without any expansion (``shlex`` in POSIX mode): quotes
+and backslashes work, so a JSON value can be quoted; text without quotes or backslashes splits
+exactly as on whitespace (CONTRACT §4, a deliberate difference from the spec's whitespace split).
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+from vllmd.launch import FIXED_FLAGS, model_of
+from vllmd.store import ENV_NAME_PATTERN, EnvVar
+
+WHY_FIXED = {
+    "--host": "vLLM always listens on the address vllmd gives it",
+    "--port": "vLLM always listens on the port StartOS exposes (8000)",
+    "--download-dir": "models always go to the data volume's cache (DATA/models)",
+    "--api-key": "the key always comes from credentials.json (see the Get API Key action)",
+}
+
+
+class ArgsError(ValueError):
+    """Raised when custom arguments or environment variables cannot be used; says why."""
+
+
+def split_args(text: str) -> list[str]:
+    """Split ``text`` like a POSIX shell without expansion; ArgsError on an unterminated quote."""
+    try:
+        return shlex.split(text, comments=False, posix=True)
+    except ValueError as exc:
+        # shlex says "No closing quotation" or "No escaped character".
+        raise ArgsError(
+            f"the custom arguments cannot be split: {str(exc).lower()}. Close every quote you "
+            "open; to pass a quote character itself, escape it with a backslash"
+        ) from exc
+
+
+def fixed_flags_in(args: Sequence[str]) -> list[str]:
+    """The fixed flags in ``args``, in ``--flag value`` and ``--flag=value`` form.
+
+    vLLM reads ``--api_key`` as ``--api-key``, so underscores count as dashes here.
+    """
+    found = []
+    for arg in args:
+        name = arg.split("=", 1)[0].replace("_", "-")
+        if name in FIXED_FLAGS and name not in found:
+            found.append(name)
+    return found
+
+
+def check_custom_args(args: Sequence[str]) -> None:
+    """Refuse custom arguments vllmd cannot serve: empty, no model, or a fixed flag."""
+    if not args:
+        raise ArgsError(
+            "the custom arguments are empty: give the model id first, then any flags, for "
+            "example: Qwen/Qwen3-0.6B --max-model-len 8192"
+        )
+    fixed = fixed_flags_in(args)
+    if fixed:
+        reasons = "; ".join(f"{flag}: {WHY_FIXED[flag]}" for flag in fixed)
+        them = "it" if len(fixed) == 1 else "them"
+        raise ArgsError(
+            f"{', '.join(fixed)} cannot be set here, vllmd sets {them} itself ({reasons}). "
+            f"Remove {them} from the custom arguments"
+        )
+    if model_of(args) is None:
+        raise ArgsError(
+            f"the custom arguments start with {args[0]!r}, not a model: give the model id first "
+            "(or --model ID), for example: Qwen/Qwen3-0.6B --max-model-len 8192"
+        )
+
+
+def parse_custom(text: str) -> list[str]:
+    """The ``serveArgs`` for the custom ``text``, or ArgsError that says what to fix."""
+    args = split_args(text)
+    check_custom_args(args)
+    return args
+
+
+def parse_env(items: Sequence[str]) -> tuple[EnvVar, ...]:
+    """``NAME=VALUE`` items as environment variables; ArgsError names the bad one, never a value."""
+    env: list[EnvVar] = []
+    names: set[str] = set()
+    for n, item in enumerate(items, 1):
+        name, sep, value = item.partition("=")
+        if not sep:
+            # Not echoed: a value pasted without its name would otherwise land in the output.
+            raise ArgsError(
+                f"--env number {n} has no '=': expected NAME=VALUE (an empty value is NAME=)"
+            )
+        if not re.match(ENV_NAME_PATTERN, name):
+            raise ArgsError(
+                f"--env number {n}: {name!r} is not a valid variable name: letters, digits and "
+                "underscores, not starting with a digit"
+            )
+        if name in names:
+            raise ArgsError(f"--env {name}: given twice; give each variable once")
+        names.add(name)
+        env.append(EnvVar(name=name, value=value))
+    return tuple(env)
+
+
+def join_args(args: Sequence[str]) -> str:
+    """``args`` as one line a POSIX shell (and :func:`split_args`) splits back the same way."""
+    return shlex.join(args)
