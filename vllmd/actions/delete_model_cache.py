@@ -1,0 +1,150 @@
+"""``vllmd action delete-model-cache``: list the cached models with their sizes, or delete one.
+
+The cache is HuggingFace's (``DATA/models/models--ORG--NAME``). Only valid HuggingFace ids are
+accepted, the folder must be a real folder directly inside ``DATA/models`` (no ``..``, no absolute
+path, no symbolic link followed out), and the selected model is kept unless ``--force`` is given.
+Sizes never count a symbolic link's target (``snapshots/`` links into ``blobs/``) nor a hard-linked
+file twice. A folder is first renamed out of the cache's sight, then removed, so nothing ever
+sees half a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllmd.actions.result import ActionError, ActionResult, group, member, single
+from vllmd.disk import human_bytes, tree_size
+from vllmd.launch import model_of
+from vllmd.presets import model_id_problem
+from vllmd.settings import Settings
+from vllmd.store import HINT, StoreError, read_store
+
+PREFIX = "models--"
+TRASH_PREFIX = ".vllmd-deleting-"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedModel:
+    """One model folder in the cache and its size in bytes."""
+
+    model_id: str
+    folder: Path
+    size_bytes: int
+
+
+def cache_folder_name(model_id: str) -> str:
+    """``ORG/NAME`` → ``models--ORG--NAME``, as huggingface_hub names it."""
+    return PREFIX + model_id.replace("/", "--")
+
+
+def cached_models(models_dir: Path) -> list[CachedModel]:
+    """Every model folder in ``models_dir`` with its size; links and stray files are skipped."""
+    try:
+        entries = sorted(models_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        if not entry.name.startswith(PREFIX) or entry.is_symlink() or not entry.is_dir():
+            continue
+        model_id = "/".join(entry.name[len(PREFIX) :].split("--"))
+        found.append(CachedModel(model_id, entry, tree_size(entry)))
+    return found
+
+
+def _selected(settings: Settings) -> tuple[str | None, str | None]:
+    """The selected model and, when ``store.json`` cannot be read, why not."""
+    try:
+        store = read_store(settings.store_path)
+    except StoreError as exc:
+        return None, str(exc).replace(HINT, "").strip()
+    return (model_of(store.serveArgs) if store is not None else None), None
+
+
+def _listing(settings: Settings) -> ActionResult:
+    models = cached_models(settings.models_dir)
+    selected, _ = _selected(settings)
+    if not models:
+        return ActionResult("Model cache", f"No cached models in {settings.models_dir}.", group())
+    total = sum(m.size_bytes for m in models)
+    items = [
+        member(
+            m.model_id,
+            single(human_bytes(m.size_bytes)),
+            "selected: vLLM serves it"
+            if selected and m.model_id.lower() == selected.lower()
+            else None,
+        )
+        for m in models
+    ]
+    count = f"{len(models)} cached model{'s' * (len(models) != 1)}"
+    return ActionResult("Model cache", f"{count}, {human_bytes(total)} in all.", group(*items))
+
+
+def _target(models_dir: Path, model_id: str) -> Path:
+    """The folder to delete for ``model_id``, checked to be a real folder inside the cache."""
+    problem = model_id_problem(model_id)
+    if problem is not None:
+        raise ActionError(
+            f"--model {model_id!r}: {problem}. Nothing was deleted. Give the id as huggingface.co "
+            "shows it, for example Qwen/Qwen3-0.6B (run delete-model-cache without --model to "
+            "list the cache)"
+        )
+    target = models_dir / cache_folder_name(model_id)
+    if target.is_symlink():
+        raise ActionError(
+            f"{target} is a symbolic link, not a cache folder; vllmd never deletes through "
+            "links. Nothing was deleted; remove the link by hand if you made it"
+        )
+    if not target.is_dir():
+        cached = ", ".join(m.model_id for m in cached_models(models_dir)) or "none"
+        raise ActionError(
+            f"--model {model_id!r}: not in the cache ({target} does not exist). Nothing was "
+            f"deleted. Cached models: {cached}"
+        )
+    base = models_dir.resolve()
+    if target.resolve().parent != base:  # a linked parent, or a race: refuse rather than guess
+        raise ActionError(f"{target} resolves outside {base}; nothing was deleted")
+    return target
+
+
+def _remove(models_dir: Path, target: Path) -> None:
+    """Rename ``target`` out of the cache's sight, then remove it; never follows links."""
+    trash = models_dir / f"{TRASH_PREFIX}{target.name}-{os.getpid()}"
+    os.rename(target, trash)
+    shutil.rmtree(trash)
+
+
+def delete_model_cache(args: argparse.Namespace, settings: Settings) -> ActionResult:
+    """Run the action: list the cache, or delete ``--model`` and say how much was freed."""
+    if args.model is None:
+        return _listing(settings)
+    model_id: str = args.model
+    target = _target(settings.models_dir, model_id)
+    selected, problem = _selected(settings)
+    if not args.force:
+        if problem is not None:
+            raise ActionError(
+                f"cannot tell which model is selected: {problem} Nothing was deleted; pass "
+                "--force to delete anyway"
+            )
+        if selected is not None and selected.lower() == model_id.lower():
+            raise ActionError(
+                f"--model {model_id!r} is the selected model: vLLM serves it, and deleting it "
+                "makes the next start download it again. Nothing was deleted; choose another "
+                "model first (set-model), or pass --force"
+            )
+    freed = tree_size(target)
+    _remove(settings.models_dir, target)
+    return ActionResult(
+        "Model cache deleted",
+        f"Deleted {model_id} from the cache: {human_bytes(freed)} freed.",
+        group(
+            member("Model", single(model_id)),
+            member("Freed", single(human_bytes(freed)), f"{freed:,} bytes"),
+        ),
+    )

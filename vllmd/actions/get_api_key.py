@@ -1,0 +1,32 @@
+"""``vllmd action get-api-key``: the one place the API key is printed.
+
+A missing or invalid ``credentials.json`` is dealt with exactly as the daemon does
+(:func:`vllmd.credentials.ensure_key`): created, or moved aside and replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vllmd.actions.result import ActionResult, single
+from vllmd.credentials import ensure_key
+from vllmd.settings import Settings
+
+USE = (
+    "Clients send it as a bearer token (Authorization: Bearer KEY) to the OpenAI-compatible API. "
+    "Dependent services read it from credentials.json on the public volume."
+)
+
+
+def get_api_key(args: argparse.Namespace, settings: Settings) -> ActionResult:
+    """The API key as a masked, copyable value; created first when missing or invalid."""
+    state = ensure_key(settings.credentials_path)
+    message = USE
+    if state.moved_aside is not None:
+        message += (
+            f" The key file held no valid key, so it was moved to {state.moved_aside.name} and "
+            "a new key was created."
+        )
+    elif state.created:
+        message += " There was no key yet, so a new one was created."
+    return ActionResult("API Key", message, single(state.key, copyable=True, masked=True, qr=False))
