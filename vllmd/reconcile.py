@@ -178,6 +178,8 @@ class Reconciler:
         with anyio.move_on_after(timeout):
             await self._event.wait()
         self._event = anyio.Event()
+        if self._file_change:
+            self._read_key()  # a vanished key comes back at once, whatever else waits
         if self._file_change and self._clock() - self._last_start < COOLDOWN_S:
             # Right after a restart: let a burst of writes finish before acting on it.
             while True:

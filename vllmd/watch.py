@@ -7,10 +7,12 @@ quick and never go deaf. Three facts shape it (DESIGN.md):
 - a watched folder that is deleted goes silent forever: the parents are watched too (without
   recursion, so a 100 GB download under ``models/`` never wakes us), and the watch is re-armed
   when a volume folder comes or goes;
-- inotify may be unavailable (no kernel support, watch limit reached): we fall back to polling.
+- inotify may be unavailable (no kernel support, watch limit reached): we fall back to
+  watchfiles' polling (also when ``WATCHFILES_FORCE_POLLING`` asks for it).
 
-The watch runs in watchfiles' Rust thread; ``step_ms`` is how often that thread looks at what it
-collected, the trade between reaction time and idle cost that the benchmark shows.
+With inotify the descriptor sits in the event loop: no wake-up until the kernel has an event (see
+:mod:`vllmd.inotify` for why not watchfiles' own loop). When polling, ``step_ms`` is how often
+watchfiles' thread looks at what it collected.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskStatus
 from watchfiles._rust_notify import RustNotify
+
+from vllmd.inotify import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, Inotify
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class Watcher:
         self._step_ms = step_ms
         self._debounce_ms = debounce_ms
         self._polling = polling_forced() if force_polling is None else force_polling
+        self._started = False
 
     def _paths(self) -> list[str]:
         paths: list[str] = []
@@ -64,22 +69,93 @@ class Watcher:
                     paths.append(str(candidate))
         return paths
 
-    def _arm(self) -> tuple[RustNotify, list[str]]:
+    def _armed(self, task_status: TaskStatus[None]) -> None:
+        if not self._started:
+            self._started = True
+            task_status.started()
+        else:
+            self._wake()  # re-armed after a folder came or went: look at what we missed
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch until cancelled; reports started once the first watch is armed."""
+        while True:
+            if self._polling:
+                await self._poll_round(task_status)
+                continue
+            try:
+                notify = Inotify()
+            except OSError as exc:
+                log.warning("inotify unavailable (%s); polling every %d ms", exc, POLL_DELAY_MS)
+                self._polling = True
+                continue
+            try:
+                await self._inotify_round(notify, task_status)
+            except OSError as exc:  # the watch limit, typically: ENOSPC
+                log.warning("inotify failed (%s); polling every %d ms", exc, POLL_DELAY_MS)
+                self._polling = True
+            finally:
+                notify.close()
+
+    async def _inotify_round(self, notify: Inotify, task_status: TaskStatus[None]) -> None:
+        """Watch with inotify until a volume folder comes or goes (then return to re-arm)."""
+        watches: dict[int, Path] = {}
+        for path in self._paths():
+            try:
+                watches[notify.add_folder(path)] = Path(path)
+            except FileNotFoundError:
+                return  # vanished between the check and the watch: arm again
+        self._armed(task_status)
+        while True:
+            await anyio.wait_readable(notify.fd)
+            wake = rearm = False
+            for event in notify.read():
+                folder = watches.get(event.wd)
+                if event.mask & IN_Q_OVERFLOW:
+                    wake = rearm = True  # events were lost: look, and start afresh
+                elif folder is None:
+                    continue
+                elif event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                    wake = rearm = True
+                elif folder / event.name in self._folders:
+                    wake = rearm = True  # a volume folder created, deleted or moved
+                elif folder in self._folders and event.name in self._names:
+                    wake = True
+            if wake:
+                self._wake()
+            if rearm:
+                return
+
+    async def _poll_round(self, task_status: TaskStatus[None]) -> None:
+        """Watch with watchfiles' polling until a volume folder comes or goes."""
         while True:
             paths = self._paths()
             try:
-                return RustNotify(paths, False, self._polling, POLL_DELAY_MS, False, True), paths
+                watcher = RustNotify(paths, False, True, POLL_DELAY_MS, False, True)
+                break
             except FileNotFoundError:
-                continue  # a folder vanished between the check and the watch: look again
-            except (OSError, RuntimeError) as exc:
-                if self._polling:
-                    raise
-                log.warning(
-                    "file notifications unavailable (%s); polling every %d ms instead",
-                    exc,
-                    POLL_DELAY_MS,
-                )
-                self._polling = True
+                continue
+        self._armed(task_status)
+        stop = threading.Event()
+        with watcher:
+            try:
+                while True:
+                    result = await anyio.to_thread.run_sync(
+                        watcher.watch,
+                        self._debounce_ms,
+                        self._step_ms,
+                        0,
+                        stop,
+                        abandon_on_cancel=True,
+                    )
+                    if not isinstance(result, set):
+                        continue  # 'signal' or 'timeout': nothing to do
+                    wake, rearm = self._relevant(result)
+                    if wake:
+                        self._wake()
+                    if rearm or any(not Path(p).is_dir() for p in paths):
+                        return
+            finally:
+                stop.set()  # before closing: the abandoned thread returns within one step
 
     def _relevant(self, changes: set[tuple[int, str]]) -> tuple[bool, bool]:
         """(wake, re-arm): whether a watched file may have changed; whether a folder came/went."""
@@ -91,36 +167,3 @@ class Watcher:
             elif Path(path).name in self._names:
                 wake = True
         return wake, rearm
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Watch until cancelled; reports started once the first watch is armed."""
-        started = False
-        while True:
-            watcher, paths = self._arm()
-            log.debug("watching %s", paths)
-            if not started:
-                task_status.started()
-                started = True
-            else:
-                self._wake()  # a folder came or went: what we missed meanwhile, look now
-            stop = threading.Event()
-            with watcher:
-                try:
-                    while True:
-                        result = await anyio.to_thread.run_sync(
-                            watcher.watch,
-                            self._debounce_ms,
-                            self._step_ms,
-                            0,
-                            stop,
-                            abandon_on_cancel=True,
-                        )
-                        if not isinstance(result, set):
-                            continue  # 'signal' or 'timeout': nothing to do
-                        wake, rearm = self._relevant(result)
-                        if wake:
-                            self._wake()
-                        if rearm or any(not Path(p).is_dir() for p in paths):
-                            break
-                finally:
-                    stop.set()  # before closing: the abandoned thread returns within one step
