@@ -185,7 +185,7 @@ OPTIONS: dict[str, Option] = {
             ("--watch-step-ms",),
             "VLLMD_WATCH_STEP_MS",
             _millis,
-            "how often the file watcher looks at what it collected: reaction time vs idle cost",
+            "polling fallback only: how often watchfiles looks at what it collected",
             "MS",
         ),
     )
