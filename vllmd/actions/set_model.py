@@ -168,9 +168,13 @@ def _form(catalog: Catalog, hardware: Hardware, settings: Settings) -> ActionRes
     lines += [f"  {note}" for note in filter(None, (hardware.reason, *hardware.notes))]
     lines += [f"Current selection: {current}", f"Default: {default_id}", ""]
     for fit in fits:
-        mark = "fits" if fit.fits else "no"
-        lines.append(f"  {fit.preset.id:<{width}}{mark:<6}{fit.preset.name}: {fit.reason}")
-    lines.append(f"  {CUSTOM:<{width}}{'fits':<6}Custom: any `vllm serve` arguments (--custom)")
+        mark = (
+            "no"
+            if not fit.fits
+            else "fits" + f" x{fit.tensor_parallel_size}" * (fit.tensor_parallel_size > 1)
+        )
+        lines.append(f"  {fit.preset.id:<{width}}{mark:<9}{fit.preset.name}: {fit.reason}")
+    lines.append(f"  {CUSTOM:<{width}}{'fits':<9}Custom: any `vllm serve` arguments (--custom)")
     message = f"Default: {default_id}. Current selection: {current}."
     return ActionResult("Set Model", message, result, text="\n".join(lines))
 
