@@ -91,7 +91,10 @@ def _read_current(path: Path, force: bool) -> tuple[Store | None, dict[str, Any]
         return None, {}, aside
     selection: dict[str, Any] = {}
     if store is not None:
-        raw = msgspec.json.decode(path.read_bytes())
+        try:
+            raw = msgspec.json.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError):  # replaced since we read it: update_store decides
+            raw = None
         if isinstance(raw, dict) and isinstance(raw.get("modelSelection"), dict):
             selection = dict(raw["modelSelection"])
     return store, selection, None
