@@ -58,6 +58,7 @@ def test_environment_order_serve_env_then_usage_stats_wins() -> None:
          ["--download-dir"]),
         (["m", "--api-key"], ["m"], ["--api-key"]),
         (["m", "--hostname", "x"], ["m", "--hostname", "x"], []),
+        (["m", "--api_key", "k", "--download_dir=/x"], ["m"], ["--api-key", "--download-dir"]),
     ],
 )  # fmt: skip
 def test_fixed_flags_are_dropped_in_both_forms(

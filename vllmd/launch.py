@@ -50,14 +50,15 @@ class Plan:
 def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split ``args`` into those kept and the fixed flags (with their values) that are dropped.
 
-    Both ``--flag value`` and ``--flag=value`` are recognised.
+    Both ``--flag value`` and ``--flag=value`` are recognised, with ``-`` or ``_`` in the name.
     """
     kept: list[str] = []
     dropped: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        name = arg.split("=", 1)[0]
+        # vLLM's parser takes --api_key for --api-key: so must we.
+        name = "--" + arg.split("=", 1)[0][2:].replace("_", "-") if arg.startswith("--") else arg
         if name in FIXED_FLAGS:
             if "=" in arg:
                 dropped.append(name)
