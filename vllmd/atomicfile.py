@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 
@@ -74,3 +75,14 @@ def create_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
             os.unlink(tmp)
     _fsync_dir(path.parent)
     return True
+
+
+def aside_path(path: Path) -> Path:
+    """A free name to move a bad ``path`` aside to: ``NAME.invalid-<UTC timestamp>[-N]``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = path.with_name(f"{path.name}.invalid-{stamp}")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.invalid-{stamp}-{n}")
+    return candidate

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import string
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
-from vllmd.atomicfile import create_atomic
+from vllmd.atomicfile import aside_path, create_atomic
 from vllmd.masking import masker
 
 KEY_LENGTH = 22
@@ -76,16 +75,6 @@ class KeyState:
     problem: str | None = None
 
 
-def _aside_name(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = path.with_name(f"{path.name}.invalid-{stamp}")
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.invalid-{stamp}-{n}")
-    return candidate
-
-
 def ensure_key(path: Path) -> KeyState:
     """Return the valid key in ``path``, creating or replacing the file when it has none.
 
@@ -101,7 +90,7 @@ def ensure_key(path: Path) -> KeyState:
             pass
         except InvalidCredentials as exc:
             problem = str(exc)
-            aside = _aside_name(path)
+            aside = aside_path(path)
             try:
                 os.rename(path, aside)
                 moved = aside

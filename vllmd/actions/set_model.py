@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import msgspec
 
 from vllmd.actions.result import ActionError, ActionResult, group, member, single
 from vllmd.argsplit import join_args, parse_custom, parse_env
+from vllmd.atomicfile import aside_path
 from vllmd.fit import Fit, default_fit, fit_catalog, fitting
 from vllmd.hardware import Hardware, detect
 from vllmd.launch import model_of
@@ -63,16 +63,6 @@ def hardware_for(args: argparse.Namespace, settings: Settings) -> Hardware:
     return Hardware.given(tier, _number(memory, "--memory-gb", whole=False), count)
 
 
-def _aside_path(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = path.with_name(f"{path.name}.invalid-{stamp}")
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.invalid-{stamp}-{n}")
-    return candidate
-
-
 def _read_current(path: Path, force: bool) -> tuple[Store | None, dict[str, Any], Path | None]:
     """The store now, its raw ``modelSelection`` (to keep keys vllmd does not know), and where
     an unreadable file was moved with ``--force``."""
@@ -86,7 +76,7 @@ def _read_current(path: Path, force: bool) -> tuple[Store | None, dict[str, Any]
                 "read. Fix the file, or run set-model again with --force to move it aside (to "
                 f"{path.name}.invalid-<UTC time>) and write a new one."
             ) from exc
-        aside = _aside_path(path)
+        aside = aside_path(path)
         os.rename(path, aside)
         return None, {}, aside
     selection: dict[str, Any] = {}
