@@ -279,6 +279,8 @@ class Reconciler:
         if desired != running:
             if child is not None and not child.done.is_set():
                 log.info("the configuration changed: restarting vLLM")
+                status.phase, status.config_started_at = Phase.STARTING, self._clock()
+                status.touch()  # loading from now on, not "ready" while the old one stops
                 await supervisor.stop()
                 # Writes that came during the stop are read now, so they cost no extra restart.
                 desired = self._desired()
