@@ -225,13 +225,13 @@ async def _probe(
         checked: Child | None = None
         while True:
             child = supervisor.child
-            if child is None or not child.alive or status.phase is Phase.WEDGED:
+            if child is None or not child.alive or child.stopping or status.phase is Phase.WEDGED:
                 await status.changed()
                 continue
             if child is not checked:
                 checked, failures = child, 0
             result = await prober.check()
-            if supervisor.child is not child or not child.alive:
+            if supervisor.child is not child or not child.alive or child.stopping:
                 continue
             if result.ok:
                 failures = 0
