@@ -239,7 +239,10 @@ def start_daemon(volumes: Volumes) -> Iterator[Callable[..., Daemon]]:
                 *flags,
             ]
         )
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # The stand-in's `#!/usr/bin/env python3` should find this interpreter, not a slower
+        # version-manager shim.
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        full_env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), **(env or {})}
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(command, stdout=out, stderr=err, env=full_env, cwd=ROOT)
         daemon = Daemon(volumes, port, proc, out_path, err_path)
