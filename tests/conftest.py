@@ -170,15 +170,15 @@ class Daemon:
     def output(self) -> str:
         return self.stdout() + self.stderr()
 
-    def wait_log(self, text: str, timeout: float = 10.0) -> None:
+    def wait_log(self, text: str, timeout: float = 20.0) -> None:
         wait_for(lambda: text in self.stderr(), timeout, f"log line {text!r}")
 
-    def wait_starts(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_starts(self, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         return wait_for(
             lambda: (s := self.volumes.starts()) and len(s) >= n and s, timeout, f"{n} start(s)"
         )
 
-    def wait_health(self, result: str, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_health(self, result: str, timeout: float = 20.0) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             health = self.volumes.health_json()
             return health if health and health["result"] == result else None
