@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -217,3 +218,60 @@ def test_python_dash_m_vllmd_works() -> None:
     done = subprocess.run([sys.executable, "-m", "vllmd", "--version"], capture_output=True,
                           text=True, check=True)  # fmt: skip
     assert done.stdout.startswith("vllmd ")
+
+
+def _child_of(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return int(wait_for(lambda: children.read_text().split(), what="the daemon under unshare")[0])
+
+
+def _host_pid(ns_link: str, ns_pid: int) -> int | None:
+    """The host pid of the process that has ``ns_pid`` inside the pid namespace ``ns_link``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "pid") != ns_link:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("NSpid:") and line.split()[-1] == str(ns_pid):
+                    return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
+)
+def test_as_pid_1_it_reaps_orphans_and_stops_on_sigterm(
+    volumes: Volumes, start_daemon, tmp_path: Path
+) -> None:
+    orphan_pid = tmp_path / "orphan-pid"
+    script = tmp_path / "vllm"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(orphan_pid)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(1.0); os._exit(0)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "time.sleep(60)\n"
+    )
+    script.chmod(0o755)
+    volumes.set_args("org/m")
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "vllmd", "run",
+            "--data", str(volumes.data), "--public", str(volumes.public), "--run-dir",
+            str(volumes.run), "--vllm", str(script), "--no-ldconfig", "--port", "1"]  # fmt: skip
+    outer = start_daemon(argv=argv)
+    daemon_pid = _child_of(outer.pid)
+    assert wait_for(volumes.health_json)["pid"] == 1
+    ns_link = os.readlink(f"/proc/{daemon_pid}/ns/pid")
+    ns_pid = int(wait_for(lambda: orphan_pid.exists() and orphan_pid.read_text(), what="orphan"))
+    host_pid = wait_for(lambda: _host_pid(ns_link, ns_pid), what="the orphan's host pid")
+    wait_for(lambda: not Path(f"/proc/{host_pid}").exists(), what="the orphan reaped by PID 1")
+    os.kill(daemon_pid, signal.SIGTERM)
+    assert outer.wait_exit() == 0
