@@ -93,6 +93,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         spawn: Spawn = _popen,
         escalated: anyio.Event | None = None,
+        members: Callable[[int], list[int]] = live_members,
     ) -> None:
         self._tg = tg
         self._reaper = reaper
@@ -103,6 +104,7 @@ class Supervisor:
         self._clock = clock
         self._spawn = spawn
         self._escalated = escalated if escalated is not None else anyio.Event()
+        self._members = members
         self.child: Child | None = None
 
     async def start(self, launch: Launch) -> Child:
@@ -162,7 +164,7 @@ class Supervisor:
 
     async def _empty_group(self, pgid: int) -> tuple[int, ...]:
         """Kill what is left in group ``pgid`` and wait until none of it lives."""
-        left = live_members(pgid)
+        left = self._members(pgid)
         if not left:
             return ()
         log.info("killing %d process(es) left in vLLM's group %d: %s", len(left), pgid, left)
@@ -171,7 +173,7 @@ class Supervisor:
             while left:
                 with anyio.move_on_after(0.05):
                     await self._reaper.any_exit()
-                left = live_members(pgid)
+                left = self._members(pgid)
         if left:
             log.error(
                 "process(es) %s of vLLM's group survived SIGKILL for %.0f s (stuck in a driver?); "
