@@ -14,6 +14,7 @@ def test_no_model_means_nothing_runs(volumes: Volumes, start_daemon) -> None:
     health = daemon.wait_health("failure")
     assert health["message"] == 'No model selected. Run the "Set Model" action.'
     assert volumes.starts() == []
+    assert (volumes.data / "models").is_dir() and volumes.run.is_dir()  # created at start
 
 
 def test_launch_argv_and_environment_are_the_contracts(volumes: Volumes, start_daemon) -> None:
@@ -149,3 +150,17 @@ def test_unknown_store_keys_survive_the_daemon(volumes: Volumes, start_daemon) -
     daemon = start_daemon()
     daemon.wait_health("failure")
     assert json.loads(Path(volumes.store).read_text()) == content
+
+
+def test_the_periodic_rescan_catches_what_no_event_reports(volumes: Volumes, start_daemon) -> None:
+    # store.json is a link to a file in a folder nobody watches: editing the target raises no
+    # event in DATA, so only the rescan can see it.
+    elsewhere = volumes.root / "elsewhere"
+    elsewhere.mkdir()
+    write_json_atomic(elsewhere / "store.json", {"serveArgs": volumes.standin_args("org/one")})
+    volumes.data.mkdir(parents=True)
+    volumes.store.symlink_to(elsewhere / "store.json")
+    daemon = start_daemon()
+    daemon.wait_starts(1)
+    write_json_atomic(elsewhere / "store.json", {"serveArgs": volumes.standin_args("org/two")})
+    assert daemon.wait_starts(2, timeout=15)[1]["argv"][2] == "org/two"
