@@ -20,6 +20,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from vllmd.causes import classify
 from vllmd.health import Diagnosis
 from vllmd.masking import masker
 
@@ -213,150 +214,6 @@ def _shorten(line: str) -> str:
     return line[: MAX_LINE_CHARS - 1].rstrip() + "…"
 
 
-# ----------------------------------------------------------------------------------------------
-# Causes
-
-
-@dataclass(frozen=True, slots=True)
-class _Cause:
-    kind: str
-    pattern: re.Pattern[str]
-    cause: str
-    advice: str
-
-
-_SMALLER = "Pick a smaller preset in Set Model, or lower --gpu-memory-utilization."
-_HF_TOKEN = "--env HF_TOKEN=<your token>"
-
-# Order matters: the first cause whose pattern matches wins.
-_CAUSES = (
-    _Cause(
-        "gpu-memory-in-use",
-        re.compile(r"Free memory on device .* is less than desired GPU memory utilization"),
-        "There was not enough free GPU memory when vLLM started (other programs use the GPU, "
-        "or the share asked for is too high).",
-        "Stop other programs that use the GPU, or pick a smaller preset in Set Model, or lower "
-        "--gpu-memory-utilization.",
-    ),
-    _Cause(
-        "context-too-long",
-        re.compile(
-            r"No available memory for the cache blocks|KV cache is needed, which is larger than"
-            r"|larger than the available KV cache memory|greater than the derived max_model_len"
-        ),
-        "The model loaded, but there is not enough memory left for its context length "
-        "(the KV cache).",
-        "Pick a preset with a shorter context, or set a lower --max-model-len in Set Model.",
-    ),
-    _Cause(
-        "out-of-memory",
-        re.compile(
-            r"(?:CUDA|HIP) out of memory|OutOfMemoryError|(?:CUDA|HIP)(?: driver)? error: "
-            r"out of memory|hipErrorOutOfMemory|cudaErrorMemoryAllocation",
-        ),
-        "The GPU ran out of memory.",
-        _SMALLER,
-    ),
-    _Cause(
-        "out-of-memory",
-        re.compile(r"DefaultCPUAllocator: can't allocate memory|\[Errno 12\] Cannot allocate"),
-        "The system ran out of memory.",
-        "Pick a smaller preset in Set Model.",
-    ),
-    _Cause(
-        "disk-full",
-        re.compile(r"No space left on device|\[Errno 28\]|Not enough free disk space"),
-        "The disk is full.",
-        'Run the "Delete Model Cache" action to remove models you no longer use, or free space '
-        "on the data volume.",
-    ),
-    _Cause(
-        "hf-forbidden",
-        re.compile(
-            r"403 Client Error|403 Forbidden|not in the authorized list|awaiting a review",
-        ),
-        "HuggingFace refused access to this gated model for the token given (403).",
-        "Request access on the model's page at huggingface.co and wait for approval; make sure "
-        f"the token in Set Model ({_HF_TOKEN}) belongs to that account and may read gated repos.",
-    ),
-    _Cause(
-        "hf-gated",
-        re.compile(
-            r"GatedRepoError|Cannot access gated repo|trying to access a gated repo"
-            r"|Access to model \S+ is restricted"
-        ),
-        "This model is gated on HuggingFace: downloading it needs an access token (401).",
-        "Accept the model's terms on its page at huggingface.co, then run Set Model again with "
-        f"{_HF_TOKEN}.",
-    ),
-    _Cause(
-        "model-not-found",
-        re.compile(
-            r"RepositoryNotFoundError|Repository Not Found|RevisionNotFoundError"
-            r"|404 Client Error|Invalid repository ID or local directory specified"
-            r"|is not a local folder and is not a valid model identifier"
-        ),
-        "HuggingFace does not know this model id (or the model is private).",
-        "Check the model id in Set Model: ORG/NAME exactly as on huggingface.co. If the model "
-        f"is private or gated, add {_HF_TOKEN}.",
-    ),
-    _Cause(
-        "hf-unauthorized",
-        re.compile(r"401 Client Error|Unauthorized for url|Invalid username or password"),
-        "HuggingFace refused the download: it needs a valid access token (401).",
-        f"Run Set Model again with {_HF_TOKEN} (a read token from huggingface.co).",
-    ),
-    _Cause(
-        "network",
-        re.compile(
-            r"couldn't connect to 'https://huggingface\.co'|Failed to resolve 'huggingface\.co'"
-            r"|Temporary failure in name resolution|Max retries exceeded with url"
-            r"|LocalEntryNotFoundError|Network is unreachable"
-        ),
-        "vLLM could not reach huggingface.co to download the model.",
-        "Check the server's internet connection; the download continues when vLLM restarts.",
-    ),
-    _Cause(
-        "gpu-unsupported",
-        re.compile(
-            r"compute capability|Minimum capability: \d+|no kernel image is available"
-            r"|not compatible with the current PyTorch installation"
-            r"|only supports Ampere GPUs or newer|not supported on this GPU",
-        ),
-        "This GPU does not support what the chosen model needs (its compute capability is too "
-        "old, or too new for this build).",
-        "Pick a preset made for your GPU tier in Set Model (vllmd hardware shows the tier).",
-    ),
-    _Cause(
-        "no-gpu",
-        re.compile(
-            r"No CUDA GPUs are available|No HIP GPUs are available|Found no NVIDIA driver"
-            r"|Failed to infer device type|CUDA driver initialization failed"
-        ),
-        "vLLM found no usable GPU.",
-        "Check that the GPU is passed through to this service (StartOS GPU settings and "
-        "driver), or use the CPU image.",
-    ),
-    _Cause(
-        "bad-arguments",
-        re.compile(
-            r"^(?:vllm(?: serve)?|api_server\.py): error: "
-            r"|ValidationError: \d+ validation errors? for \w+",
-            re.MULTILINE,
-        ),
-        "vLLM did not accept its arguments.",
-        "Fix the custom arguments in Set Model (see vllm serve --help).",
-    ),
-)
-
-
-def _classify(text: str) -> _Cause | None:
-    for cause in _CAUSES:
-        if cause.pattern.search(text):
-            return cause
-    return None
-
-
 def diagnose(text: str) -> Diagnosis | None:
     """The most telling line in ``text`` (vLLM's output) and, when recognised, the cause.
 
@@ -414,11 +271,11 @@ def diagnose(text: str) -> Diagnosis | None:
             line = errors[-1].text.strip()
         incident = line or ""
 
-    cause = _classify(incident) if incident else None
+    cause = classify(incident) if incident else None
     if cause is None and not specific:
         # Only wrappers, or nothing: a cause named elsewhere (a warning before a kill) is the
         # best clue. A specific error that is not recognised is left alone, not blamed on that.
-        cause = _classify("\n".join(ln.text for ln in lines))
+        cause = classify("\n".join(ln.text for ln in lines))
         if cause is not None and line is None:
             hits = [ln for ln in lines if cause.pattern.search(ln.text)]
             line = hits[-1].text.strip() if hits else None
