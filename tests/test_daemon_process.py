@@ -268,10 +268,16 @@ def test_as_pid_1_it_reaps_orphans_and_stops_on_sigterm(
             str(volumes.run), "--vllm", str(script), "--no-ldconfig", "--port", "1"]  # fmt: skip
     outer = start_daemon(argv=argv)
     daemon_pid = _child_of(outer.pid)
-    assert wait_for(volumes.health_json)["pid"] == 1
-    ns_link = os.readlink(f"/proc/{daemon_pid}/ns/pid")
-    ns_pid = int(wait_for(lambda: orphan_pid.exists() and orphan_pid.read_text(), what="orphan"))
-    host_pid = wait_for(lambda: _host_pid(ns_link, ns_pid), what="the orphan's host pid")
-    wait_for(lambda: not Path(f"/proc/{host_pid}").exists(), what="the orphan reaped by PID 1")
-    os.kill(daemon_pid, signal.SIGTERM)
-    assert outer.wait_exit() == 0
+    try:
+        assert wait_for(volumes.health_json)["pid"] == 1
+        ns_link = os.readlink(f"/proc/{daemon_pid}/ns/pid")
+        ns_pid = int(
+            wait_for(lambda: orphan_pid.exists() and orphan_pid.read_text(), what="orphan")
+        )
+        host_pid = wait_for(lambda: _host_pid(ns_link, ns_pid), what="the orphan's host pid")
+        wait_for(lambda: not Path(f"/proc/{host_pid}").exists(), what="the orphan reaped by PID 1")
+        os.kill(daemon_pid, signal.SIGTERM)
+        assert outer.wait_exit() == 0
+    finally:
+        if pid_alive(daemon_pid):  # unshare does not pass signals on: end the namespace here
+            os.kill(daemon_pid, signal.SIGKILL)
