@@ -141,6 +141,10 @@ def test_polling_fallback_still_sees_changes(volumes: Volumes, start_daemon) -> 
     daemon.wait_starts(1)
     volumes.set_args(*volumes.standin_args("org/two"))
     assert daemon.wait_starts(2)[1]["argv"][2] == "org/two"
+    # A second write within the same second (the poller's mtimes are whole seconds), seen well
+    # before the 5 s rescan.
+    volumes.set_args(*volumes.standin_args("org/333"))
+    assert daemon.wait_starts(3, timeout=3)[2]["argv"][2] == "org/333"
 
 
 def test_unknown_store_keys_survive_the_daemon(volumes: Volumes, start_daemon) -> None:

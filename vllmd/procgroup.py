@@ -36,7 +36,11 @@ def live_members(pgid: int, proc: Path = Path("/proc")) -> list[int]:
         if not name.isdigit():
             continue
         try:
-            fields = _stat_fields((proc / name / "stat").read_text())
+            fd = os.open(f"{proc}/{name}/stat", os.O_RDONLY)
+            try:
+                fields = _stat_fields(os.read(fd, 4096).decode(errors="replace"))
+            finally:
+                os.close(fd)
         except (OSError, ValueError):
             continue  # exited while we looked
         state, group = fields[0], int(fields[2])

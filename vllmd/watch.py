@@ -143,12 +143,17 @@ class Watcher:
                         watcher.watch,
                         self._debounce_ms,
                         self._step_ms,
-                        0,
+                        POLL_DELAY_MS,
                         stop,
                         abandon_on_cancel=True,
                     )
+                    if result == "timeout":
+                        # The poller compares whole-second mtimes: a second write within the
+                        # same second goes unseen. Let the reconciler's content check look.
+                        self._wake()
+                        continue
                     if not isinstance(result, set):
-                        continue  # 'signal' or 'timeout': nothing to do
+                        continue  # 'signal': nothing to do
                     wake, rearm = self._relevant(result)
                     if wake:
                         self._wake()
