@@ -38,7 +38,7 @@ class Settings:
     variant: str = "cpu"
     ldconfig: bool = True
     log_format: str = "text"
-    auth: str = "flag"
+    auth: str = "guard"
     watch_step_ms: int = 30
 
     @property
