@@ -1,6 +1,6 @@
 """What the API key guard costs per request on the real vLLM (issue 7): not a test, a measurement.
 
-``python tests/e2e/guard_cost.py [--requests 500] [--block 50] [--json FILE]``
+``python -m bench.guard_cost [--requests 500] [--block 50] [--json FILE]``
 
 Starts three CPU vLLMs with the embedding model side by side: ``plain-1``, ``guard`` (behind
 ``--middleware vllmd.guard.ApiKeyGuard``, the key read live from a key file as the daemon runs it)
