@@ -147,27 +147,42 @@ def test_wedged_vllm_is_restarted(volumes: Volumes, start_daemon) -> None:
     daemon.wait_starts(2, timeout=15)
 
 
-def test_orphaned_zombies_are_reaped(volumes: Volumes, start_daemon, tmp_path: Path) -> None:
-    # A vLLM that double-forks: the grandchild is orphaned, reparented to the daemon (PID 1 or
-    # a subreaper), exits, and must be reaped, not left a zombie.
+def _orphaning_vllm(tmp_path: Path, linger_s: float) -> tuple[Path, Path]:
+    """A vLLM that double-forks: its grandchild leaves vLLM's session, is orphaned, writes its
+    pid, lingers and exits. Only reaping (PID 1, or a subreaper) can clear it then."""
     orphan_pid = tmp_path / "orphan-pid"
     script = tmp_path / "vllm"
     script.write_text(
         f"#!{sys.executable}\n"
         "import os, time\n"
         "if os.fork() == 0:\n"
-        "    os.setsid()\n"  # out of vLLM's group: only reaping can clear it
+        "    os.setsid()\n"
         "    if os.fork() == 0:\n"
         f"        open({str(orphan_pid)!r}, 'w').write(str(os.getpid()))\n"
-        "        time.sleep(0.2); os._exit(0)\n"
+        f"        time.sleep({linger_s}); os._exit(0)\n"
         "    os._exit(0)\n"
         "os.wait()\n"
         "time.sleep(60)\n"
     )
     script.chmod(0o755)
+    return script, orphan_pid
+
+
+def test_orphaned_zombies_are_reaped(volumes: Volumes, start_daemon, tmp_path: Path) -> None:
+    script, orphan_pid = _orphaning_vllm(tmp_path, linger_s=1.0)
     volumes.set_args("org/m")
-    start_daemon("--vllm", str(script))
+    daemon = start_daemon("--vllm", str(script))
     pid = int(wait_for(lambda: orphan_pid.exists() and orphan_pid.read_text(), what="the orphan"))
+
+    def parent() -> int | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+    # The daemon is a subreaper: the orphan becomes its child (not init's), then is reaped.
+    wait_for(lambda: parent() == daemon.pid, what="the orphan reparented to the daemon")
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the orphan reaped")
 
 
@@ -247,21 +262,7 @@ def _host_pid(ns_link: str, ns_pid: int) -> int | None:
 def test_as_pid_1_it_reaps_orphans_and_stops_on_sigterm(
     volumes: Volumes, start_daemon, tmp_path: Path
 ) -> None:
-    orphan_pid = tmp_path / "orphan-pid"
-    script = tmp_path / "vllm"
-    script.write_text(
-        f"#!{sys.executable}\n"
-        "import os, time\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        f"        open({str(orphan_pid)!r}, 'w').write(str(os.getpid()))\n"
-        "        time.sleep(1.0); os._exit(0)\n"
-        "    os._exit(0)\n"
-        "os.wait()\n"
-        "time.sleep(60)\n"
-    )
-    script.chmod(0o755)
+    script, orphan_pid = _orphaning_vllm(tmp_path, linger_s=1.0)
     volumes.set_args("org/m")
     argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "vllmd", "run",
             "--data", str(volumes.data), "--public", str(volumes.public), "--run-dir",
