@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.launch import model_of, plan_launch, split_fixed_flags
+from vllmd.launch import model_of, plan_launch, shown_argv, split_fixed_flags
 from vllmd.settings import Settings
 from vllmd.store import EnvVar, Store
 
@@ -110,3 +110,11 @@ def test_the_key_is_not_in_the_launchs_repr() -> None:
 )
 def test_model_of_finds_positional_or_flag(args: list[str], model: str | None) -> None:
     assert model_of(args) == model
+
+
+def test_logged_argv_hides_secret_flag_values() -> None:
+    argv = ["vllm", "serve", "m", "--hf-token", "hf_abc", "--hf_token=hf_def", "--api-key", KEY,
+            "--max-model-len", "64"]  # fmt: skip
+    shown = shown_argv(argv)
+    assert "hf_abc" not in shown and "hf_def" not in shown and KEY not in shown
+    assert shown == ("vllm serve m --hf-token *** --hf_token=*** --api-key *** --max-model-len 64")

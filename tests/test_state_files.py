@@ -135,3 +135,11 @@ def test_masker_masks_every_known_key_and_redact_shows_a_prefix_only() -> None:
     assert masker.mask(f"a {one} b {two}") == f"a {MASK} b {MASK}"
     assert masker.mask_bytes(f"{one}".encode()) == MASK.encode()
     assert redact(one) == one[:4] + "…"
+
+
+def test_a_folder_named_credentials_json_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "credentials.json"
+    (path / "inside").mkdir(parents=True)
+    state = ensure_key(path)
+    assert state.created and state.moved_aside is not None and state.moved_aside.is_dir()
+    assert read_key(path) == state.key

@@ -60,7 +60,11 @@ def parse(data: bytes, path: Path) -> str:
 
 def read_key(path: Path) -> str:
     """The key in ``path``; ``FileNotFoundError`` when absent, InvalidCredentials when bad."""
-    key = parse(path.read_bytes(), path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError as exc:
+        raise InvalidCredentials(f"{path}: is a folder, not a file") from exc
+    key = parse(data, path)
     masker.add(key)
     return key
 

@@ -17,6 +17,9 @@ from vllmd.store import Store
 FIXED_FLAGS = ("--host", "--port", "--download-dir", "--api-key")
 """Flags vllmd always sets itself; never taken from ``serveArgs``."""
 
+SECRET_FLAGS = ("--api-key", "--hf-token")
+"""Flags whose value is a secret: shown as ``***`` wherever an argv is logged."""
+
 GUARD_MIDDLEWARE = "vllmd.guard.ApiKeyGuard"
 KEY_FILE_ENV = "VLLMD_KEY_FILE"
 
@@ -71,6 +74,24 @@ def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
         kept.append(arg)
         i += 1
     return kept, dropped
+
+
+def shown_argv(argv: Sequence[str]) -> str:
+    """``argv`` as one line for a log, with the values of :data:`SECRET_FLAGS` hidden."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        name, eq, _ = arg.partition("=")
+        normal = "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+        if hide_next:
+            shown.append("***")
+            hide_next = False
+        elif normal in SECRET_FLAGS and eq:
+            shown.append(f"{name}=***")
+        else:
+            shown.append(arg)
+            hide_next = normal in SECRET_FLAGS
+    return " ".join(shown)
 
 
 def model_of(serve_args: Sequence[str]) -> str | None:

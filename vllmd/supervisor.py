@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from vllmd.launch import Launch
+from vllmd.launch import Launch, shown_argv
 from vllmd.logpump import LinePump, pump
 from vllmd.procgroup import Reaper, live_members
 
@@ -126,7 +126,7 @@ class Supervisor:
         self._reaper.watch(proc.pid)
         child = Child(pid=proc.pid, launch=launch, started_at=now)
         self.child = child
-        log.info("started vLLM, pid %d: %s", proc.pid, " ".join(launch.argv))
+        log.info("started vLLM, pid %d: %s", proc.pid, shown_argv(launch.argv))
         assert proc.stdout is not None and proc.stderr is not None
         # The pumps own the pipe fds from here; detach them from the Popen object.
         fds = os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno())
