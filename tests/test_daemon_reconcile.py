@@ -168,3 +168,15 @@ def test_the_periodic_rescan_catches_what_no_event_reports(volumes: Volumes, sta
     daemon.wait_starts(1)
     write_json_atomic(elsewhere / "store.json", {"serveArgs": volumes.standin_args("org/two")})
     assert daemon.wait_starts(2, timeout=15)[1]["argv"][2] == "org/two"
+
+
+def test_serve_env_secrets_are_masked_in_vllms_output(volumes: Volumes, start_daemon) -> None:
+    secret = "hf_AbCdEf0123456789"
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-print", f"HF token: {secret}",
+                                           "--hf-token", "hf_flag_value_42"),
+                     serveEnv=[{"name": "HF_TOKEN", "value": secret}])  # fmt: skip
+    daemon = start_daemon()
+    daemon.wait_health("success")
+    wait_for(lambda: "HF token: ***" in daemon.stdout(), what="the masked line")
+    output = daemon.output()
+    assert secret not in output and "hf_flag_value_42" not in output

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.launch import model_of, plan_launch, shown_argv, split_fixed_flags
+from vllmd.launch import model_of, plan_launch, secrets_of, shown_argv, split_fixed_flags
 from vllmd.settings import Settings
 from vllmd.store import EnvVar, Store
 
@@ -118,3 +118,11 @@ def test_logged_argv_hides_secret_flag_values() -> None:
     shown = shown_argv(argv)
     assert "hf_abc" not in shown and "hf_def" not in shown and KEY not in shown
     assert shown == ("vllm serve m --hf-token *** --hf_token=*** --api-key *** --max-model-len 64")
+
+
+def test_secrets_of_a_store_are_env_values_and_secret_flag_values() -> None:
+    store = Store(
+        serveArgs=("m", "--hf-token", "hf_one", "--hf_token=hf_two", "--dtype", "half"),
+        serveEnv=(EnvVar("HF_TOKEN", "hf_three"),),
+    )
+    assert sorted(secrets_of(store)) == ["hf_one", "hf_three", "hf_two"]

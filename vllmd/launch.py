@@ -76,6 +76,21 @@ def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
+def secrets_of(store: Store) -> list[str]:
+    """The secret values a launch from ``store`` carries: ``serveEnv`` values, secret flags'."""
+    found = [var.value for var in store.serveEnv]
+    args = store.serveArgs
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        normal = "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+        if normal in SECRET_FLAGS:
+            if eq:
+                found.append(value)
+            elif i + 1 < len(args):
+                found.append(args[i + 1])
+    return found
+
+
 def shown_argv(argv: Sequence[str]) -> str:
     """``argv`` as one line for a log, with the values of :data:`SECRET_FLAGS` hidden."""
     shown: list[str] = []

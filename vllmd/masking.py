@@ -1,8 +1,9 @@
 """Keep the API key out of every line the daemon writes.
 
 One process-wide :class:`Masker` knows the keys this daemon has used (the current one and the ones
-it replaced, because an old vLLM may still print an old key). Log records and vLLM's passed-through
-output go through it before they are written anywhere.
+it replaced, because an old vLLM may still print an old key) and the other secrets of the launch
+(``serveEnv`` values such as ``HF_TOKEN``, a ``--hf-token`` value). Log records and vLLM's
+passed-through output go through it before they are written anywhere.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import threading
 
 MASK = "***"
+MIN_SECRET = 8
 
 
 def redact(key: str) -> str:
@@ -25,11 +27,15 @@ class Masker:
         self._lock = threading.Lock()
 
     def add(self, key: str) -> None:
-        """Remember ``key`` so it is masked from now on (the last 8 keys are kept)."""
-        if not key or key in self._keys:
+        """Remember ``key`` so it is masked from now on (the last 32 secrets are kept).
+
+        Secrets shorter than :data:`MIN_SECRET` are ignored: masking every ``1`` in a log would
+        hide nothing and garble everything.
+        """
+        if len(key) < MIN_SECRET or key in self._keys:
             return
         with self._lock:
-            self._keys = (key, *self._keys)[:8]
+            self._keys = (key, *self._keys)[:32]
 
     def mask(self, text: str) -> str:
         """``text`` with every known key replaced by :data:`MASK`."""

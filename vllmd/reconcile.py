@@ -22,8 +22,8 @@ from vllmd.backoff import Backoff
 from vllmd.credentials import InvalidCredentials, ensure_key
 from vllmd.forensics import OutputTail, diagnose
 from vllmd.health import ExitInfo, Phase, Snapshot
-from vllmd.launch import Launch, plan_launch
-from vllmd.masking import redact
+from vllmd.launch import Launch, plan_launch, secrets_of
+from vllmd.masking import masker, redact
 from vllmd.progress import ProgressTracker
 from vllmd.settings import Settings
 from vllmd.store import Store, StoreError, read_store
@@ -241,6 +241,9 @@ class Reconciler:
         store = self._read_store()
         if key is None:
             return None
+        if store is not None:
+            for secret in secrets_of(store):
+                masker.add(secret)  # vLLM may print them (its "non-default args" line does)
         plan = plan_launch(store, key, self._settings, self._base_env, self._guard_dir)
         if plan.dropped != self._dropped and plan.dropped:
             log.warning(
