@@ -48,10 +48,12 @@ HEALTH_TICK_S = 1.0
 
 def run(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit code."""
-    try:
-        return anyio.run(serve, settings)
-    except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handlers were installed
-        return 0
+    # Until the signal task runs, remember a stop request: as PID 1 a signal without a handler
+    # is simply dropped, and a container stop would then wait for its SIGKILL.
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: early.append(received))
+    return anyio.run(serve, settings, early)
 
 
 def _prepare(settings: Settings) -> str:
@@ -99,7 +101,7 @@ def install_guard(run_dir: Path) -> Path:
     return folder
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, early_signals: list[int] | None = None) -> int:
     """The daemon: start up, run until a signal, shut down. Returns the exit code."""
     started = time.monotonic()
     try:
@@ -117,6 +119,9 @@ async def serve(settings: Settings) -> int:
 
     async with anyio.create_task_group() as root:
         await root.start(_signals, reaper, stopping, escalated)
+        if early_signals:
+            log.info("received %s during start-up", signal.Signals(early_signals[0]).name)
+            stopping.set()
         supervisor = Supervisor(
             root,
             reaper,
@@ -136,6 +141,8 @@ async def serve(settings: Settings) -> int:
         )
         try:
             async with anyio.create_task_group() as main:
+                if stopping.is_set():  # asked to stop during start-up: start nothing
+                    main.cancel_scope.cancel()
                 await main.start(watcher.run)  # armed before the first reconcile: nothing slips
                 await main.start(reconciler.run)
                 log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
