@@ -117,3 +117,14 @@ def test_stale_health_file_with_a_dead_pid_is_not_healthy(volumes: Volumes) -> N
                                           "since": 0, "pid": dead.pid, "task": None,
                                           "detail": {}}))  # fmt: skip
     assert _health_command(volumes).returncode == 2
+
+
+def test_a_vllm_that_hangs_after_ready_is_restarted(volumes: Volumes, start_daemon) -> None:
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-hang-after", "0.5"))
+    daemon = start_daemon()
+    first = daemon.wait_starts(1)[0]
+    daemon.wait_health("success")
+    failure = daemon.wait_health("failure", timeout=30)  # three probes without an answer
+    assert "stopped answering" in failure["message"]
+    second = daemon.wait_starts(2, timeout=15)[1]
+    assert second["pid"] != first["pid"]

@@ -129,10 +129,11 @@ def test_deleted_and_recreated_data_folder_rearms_the_watch(volumes: Volumes, st
     daemon.wait_starts(1)
     shutil.rmtree(volumes.data)
     daemon.wait_health("failure")  # no store: no model
+    # Deadlines under the 5 s rescan: only the re-armed watch can be what sees these.
     volumes.set_args(*volumes.standin_args("org/two"))
-    assert daemon.wait_starts(2)[1]["argv"][2] == "org/two"
+    assert daemon.wait_starts(2, timeout=4)[1]["argv"][2] == "org/two"
     volumes.set_args(*volumes.standin_args("org/three"))
-    assert daemon.wait_starts(3)[2]["argv"][2] == "org/three"
+    assert daemon.wait_starts(3, timeout=4)[2]["argv"][2] == "org/three"
 
 
 def test_polling_fallback_still_sees_changes(volumes: Volumes, start_daemon) -> None:

@@ -52,8 +52,10 @@ class Watcher:
         step_ms: int = 30,
         debounce_ms: int = 50,
         force_polling: bool | None = None,
+        inotify: Callable[[], Inotify] = Inotify,
     ) -> None:
         self._folders = tuple(folders)
+        self._inotify = inotify
         self._names = frozenset(names)
         self._wake = wake
         self._step_ms = step_ms
@@ -83,7 +85,7 @@ class Watcher:
                 await self._poll_round(task_status)
                 continue
             try:
-                notify = Inotify()
+                notify = self._inotify()
             except OSError as exc:
                 log.warning("inotify unavailable (%s); polling every %d ms", exc, POLL_DELAY_MS)
                 self._polling = True

@@ -1,0 +1,94 @@
+"""The watcher in-process: inotify, the fallback to polling, re-arming after a folder comes back."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import anyio
+import pytest
+
+from vllmd.inotify import Inotify
+from vllmd.watch import Watcher
+
+pytestmark = pytest.mark.anyio
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def _wakes_on_write(watcher: Watcher, woke: list[int], target: Path) -> None:
+    async with anyio.create_task_group() as tg:
+        await tg.start(watcher.run)
+        before = len(woke)
+        _write(target, "{}")
+        with anyio.fail_after(5):
+            while len(woke) == before:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_write_wakes_through_inotify(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    woke: list[int] = []
+    watcher = Watcher((data,), ("store.json",), lambda: woke.append(1), force_polling=False)
+    await _wakes_on_write(watcher, woke, data / "store.json")
+
+
+async def test_without_inotify_it_falls_back_to_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_inotify() -> Inotify:
+        raise OSError(errno.EMFILE, "inotify_init1: Too many open files")
+
+    data = tmp_path / "data"
+    data.mkdir()
+    woke: list[int] = []
+    watcher = Watcher((data,), ("store.json",), lambda: woke.append(1), force_polling=False,
+                      inotify=no_inotify)  # fmt: skip
+    await _wakes_on_write(watcher, woke, data / "store.json")
+    assert "inotify unavailable" in caplog.text and "polling" in caplog.text
+
+
+async def test_other_files_do_not_wake(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    woke: list[int] = []
+    watcher = Watcher((data,), ("store.json",), lambda: woke.append(1), force_polling=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(watcher.run)
+        (data / "models").mkdir()
+        (data / "models" / "blob").write_bytes(b"x" * 1000)
+        _write(data / "unrelated.json", "{}")
+        _write(data / "store.json", "{}")  # a marker: once it woke us, the others were seen
+        with anyio.fail_after(5):
+            while not woke:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert len(woke) == 1
+
+
+async def test_a_recreated_folder_is_watched_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = data / "store.json"
+    seen: list[bool] = []  # at each wake: was the file there yet?
+    watcher = Watcher((data,), ("store.json",), lambda: seen.append(store.exists()),
+                      force_polling=False)  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        await tg.start(watcher.run)
+        shutil.rmtree(data)  # the old watch dies with the folder
+        data.mkdir()
+        _write(store, "{}")
+        # Only a watch re-armed on the new folder (from the parent's events) can wake us now,
+        # either for the write itself or to say "look, you may have missed something".
+        with anyio.fail_after(5):
+            while True not in seen:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
