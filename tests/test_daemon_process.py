@@ -218,13 +218,26 @@ def test_log_lines_are_level_component_message(volumes: Volumes, start_daemon) -
         assert ": " in rest
 
 
-def test_json_log_format_is_one_object_per_line(volumes: Volumes, start_daemon) -> None:
+def test_json_log_format_is_one_object_per_line(
+    volumes: Volumes, start_daemon, tmp_path: Path
+) -> None:
+    errors = tmp_path / "errors.log"
+    errors.write_text("ERROR 10-14 09:12:44 [core.py:1] something broke\nplain line\n")
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-stderr-file", str(errors),
+                                           "--fake-big-line", "100000"))  # fmt: skip
     daemon = start_daemon("--log-format", "json")
+    daemon.wait_health("success")
+    wait_for(lambda: "big line done" in daemon.stdout(), what="vLLM's output")
     daemon.signal(signal.SIGTERM)
     daemon.wait_exit()
-    for line in daemon.stderr().splitlines():
-        entry = json.loads(line)
-        assert set(entry) == {"time", "level", "component", "message"}
+    ours = [json.loads(line) for line in daemon.stderr().splitlines()]
+    passed = [json.loads(line) for line in daemon.stdout().splitlines()]
+    assert ours and passed
+    for entry in ours + passed:
+        assert {"time", "level", "component", "message"} <= set(entry)
+    vllm_err = [e for e in ours if e["component"] == "vllm"]
+    assert {"stream": "stderr", "level": "ERROR"}.items() <= vllm_err[0].items()
+    assert any(e["message"] == "big line done" for e in passed)
 
 
 def test_python_dash_m_vllmd_works() -> None:

@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 from anyio.abc import TaskStatus
@@ -25,6 +27,7 @@ from vllmd.disk import tree_size
 from vllmd.health import Phase, evaluate
 from vllmd.healthfile import HealthPublisher
 from vllmd.logpump import LinePump, stream_sink
+from vllmd.logs import vllm_line_json
 from vllmd.masking import redact
 from vllmd.procgroup import Reaper, become_subreaper
 from vllmd.reconcile import Reconciler, Status
@@ -125,7 +128,7 @@ async def serve(settings: Settings, early_signals: list[int] | None = None) -> i
         supervisor = Supervisor(
             root,
             reaper,
-            _output(status),
+            _output(status, settings.log_format),
             lambda child: reconciler.on_exit(child),
             stop_timeout_s=settings.stop_timeout_s,
             escalated=escalated,
@@ -185,26 +188,29 @@ async def _signals(
                 escalated.set()
 
 
-def _output(status: Status) -> Output:
-    """Pumps that pass vLLM's output through, keep its tail and notice loading progress."""
+def _output(status: Status, log_format: str) -> Output:
+    """Pumps that pass vLLM's output through (raw, or one JSON object a line with
+    ``--log-format json``), keep its tail, and notice loading progress."""
+    as_json = log_format == "json"
 
-    def on_line(line: str) -> None:
-        if status.progress.feed(time.monotonic(), line):
-            status.touch()
+    def pump_for(stream_name: str, stream: BinaryIO) -> Callable[[], LinePump]:
+        write = stream_sink(stream)
 
-    def sink(stream: object) -> object:
-        write = stream_sink(stream)  # type: ignore[arg-type]
-
-        def both(data: bytes) -> None:
+        def sink(data: bytes) -> None:
             status.tail.feed(data)
-            write(data)
+            if not as_json:
+                write(data)
 
-        return both
+        def on_line(line: str) -> None:
+            if status.progress.feed(time.monotonic(), line):
+                status.touch()
+            if as_json:
+                write(vllm_line_json(stream_name, line))
 
-    out, err = sink(sys.stdout.buffer), sink(sys.stderr.buffer)
+        return lambda: LinePump(sink, on_line)
+
     return Output(
-        stdout=lambda: LinePump(out, on_line),  # type: ignore[arg-type]
-        stderr=lambda: LinePump(err, on_line),  # type: ignore[arg-type]
+        stdout=pump_for("stdout", sys.stdout.buffer), stderr=pump_for("stderr", sys.stderr.buffer)
     )
 
 

@@ -21,7 +21,11 @@ HOLD_BACK = 64  # longer than any key, so a key is always whole in what we mask
 
 
 class LinePump:
-    """Splits a byte stream into masked pieces for ``sink`` and whole lines for ``on_line``."""
+    """Splits a byte stream into masked pieces for ``sink`` and lines for ``on_line``.
+
+    ``on_line`` gets every line without its end (``\n`` and ``\r`` both end one), and a line
+    longer than :data:`CHUNK` in pieces.
+    """
 
     def __init__(self, sink: Callable[[bytes], None], on_line: Callable[[str], None]) -> None:
         self._sink = sink
@@ -39,8 +43,9 @@ class LinePump:
                 if line:
                     self._on_line(line.decode(errors="replace"))
         if len(buffer) > CHUNK:
-            self._emit(buffer[:-HOLD_BACK])
-            buffer = buffer[-HOLD_BACK:]
+            piece, buffer = buffer[:-HOLD_BACK], buffer[-HOLD_BACK:]
+            self._emit(piece)
+            self._on_line(piece.decode(errors="replace"))  # a piece of an endless line
         self._buffer = buffer
 
     def close(self) -> None:

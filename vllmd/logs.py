@@ -7,6 +7,7 @@ log call by mistake and still never reach the stream.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import TextIO
@@ -20,6 +21,32 @@ _json = msgspec.json.Encoder()
 
 def _component(name: str) -> str:
     return name.removeprefix("vllmd.") if name != "vllmd" else "vllmd"
+
+
+_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+
+
+def _timestamp(created: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created * 1000) % 1000:03d}Z"
+    )
+
+
+def vllm_line_json(stream: str, line: str, created: float | None = None) -> bytes:
+    """One line of vLLM's output as a JSON log object (for ``--log-format json``), masked.
+
+    The level is the one vLLM's own header names near the start of the line, else ``INFO``.
+    """
+    match = _LEVEL.search(line, 0, 80)
+    entry = {
+        "time": _timestamp(time.time() if created is None else created),
+        "level": match[1] if match else "INFO",
+        "component": "vllm",
+        "stream": stream,
+        "message": masker.mask(line),
+    }
+    return _json.encode(entry) + b"\n"
 
 
 class TextFormatter(logging.Formatter):
@@ -42,8 +69,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
         line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname,
             "component": _component(record.name),
             "message": masker.mask(message),
