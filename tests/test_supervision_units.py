@@ -91,3 +91,16 @@ def test_live_members_sees_a_group_and_not_its_zombies() -> None:
 def test_exit_descriptions_name_status_or_signal() -> None:
     assert describe_exit(1) == "exited with status 1"
     assert describe_exit(-9) == "was killed by signal 9 (SIGKILL)"
+
+
+def test_vllm_line_as_json_keeps_its_level_and_masks_the_key() -> None:
+    import json
+
+    from vllmd.logs import vllm_line_json
+
+    key = new_key()
+    masker.add(key)
+    entry = json.loads(vllm_line_json("stderr", f"(APIServer pid=7) WARNING 01-02 [x.py:1] {key}"))
+    assert entry["level"] == "WARNING" and entry["component"] == "vllm"
+    assert entry["stream"] == "stderr" and key not in entry["message"] and MASK in entry["message"]
+    assert json.loads(vllm_line_json("stdout", "no level here"))["level"] == "INFO"
