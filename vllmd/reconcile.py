@@ -181,13 +181,15 @@ class Reconciler:
         if self._file_change:
             self._read_key()  # a vanished key comes back at once, whatever else waits
         if self._file_change and self._clock() - self._last_start < COOLDOWN_S:
-            # Right after a restart: let a burst of writes finish before acting on it.
-            while True:
-                with anyio.move_on_after(QUIET_S) as quiet:
-                    await self._event.wait()
-                self._event = anyio.Event()
-                if quiet.cancelled_caught:
-                    break
+            # Right after a restart: let a burst of writes finish before acting on it, but
+            # never wait longer than the cool-down for a writer that does not stop.
+            with anyio.move_on_after(COOLDOWN_S):
+                while True:
+                    with anyio.move_on_after(QUIET_S) as quiet:
+                        await self._event.wait()
+                    self._event = anyio.Event()
+                    if quiet.cancelled_caught:
+                        break
         self._file_change = False
 
     def _read_key(self) -> str | None:
