@@ -12,7 +12,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
-from vllmd.launch import FIXED_FLAGS, model_of
+from vllmd.launch import FIXED_FLAGS, flag_name, model_of
 from vllmd.store import ENV_NAME_PATTERN, EnvVar
 
 WHY_FIXED = {
@@ -46,7 +46,7 @@ def fixed_flags_in(args: Sequence[str]) -> list[str]:
     """
     found = []
     for arg in args:
-        name = arg.split("=", 1)[0].replace("_", "-")
+        name = flag_name(arg)
         if name in FIXED_FLAGS and name not in found:
             found.append(name)
     return found

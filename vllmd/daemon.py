@@ -8,6 +8,7 @@ everything; the signals are handled in one task; the stop runs shielded under it
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -37,12 +38,6 @@ from vllmd.watch import Watcher
 
 log = logging.getLogger(__name__)
 
-PROBE_LOADING_S = 0.25
-"""Probe interval while vLLM loads: readiness is noticed within half a second."""
-PROBE_READY_S = 2.0
-"""Probe interval once ready: a dead vLLM is noticed within a few seconds."""
-WEDGED_AFTER = 3
-"""Failed probes in a row, after ready, that make vLLM wedged."""
 SAMPLE_S = 3.0
 """How often the model cache is measured while vLLM loads (download progress)."""
 HEALTH_TICK_S = 1.0
@@ -221,8 +216,9 @@ async def _health(settings: Settings, status: Status, publisher: HealthPublisher
             status.snapshot(), time.monotonic(), settings.loading_grace_s, settings.loading_cap_s
         )
         publisher.publish(verdict)
-        timeout = HEALTH_TICK_S if status.phase is Phase.STARTING else None
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+        # Loading is the one state that changes with time alone (the grace runs out).
+        timeout = HEALTH_TICK_S if status.phase is Phase.STARTING else math.inf
+        with anyio.move_on_after(timeout):
             await status.changed()
 
 
@@ -230,7 +226,12 @@ async def _probe(
     settings: Settings, supervisor: Supervisor, reconciler: Reconciler, status: Status
 ) -> None:
     """Probe the running vLLM: loading until it answers, then watch for it to stop answering."""
-    from vllmd.probe import Prober  # aiohttp is heavy: not on the start-up path
+    from vllmd.probe import (  # aiohttp is heavy: not on the start-up path
+        FAILURES_TO_WEDGE,
+        READY_INTERVAL_S,
+        STARTING_INTERVAL_S,
+        Prober,
+    )
 
     prober = Prober(settings.host, settings.port)
     try:
@@ -259,12 +260,12 @@ async def _probe(
                     "vLLM health probe failed (%s), %d of %d",
                     result,
                     failures,
-                    WEDGED_AFTER,
+                    FAILURES_TO_WEDGE,
                 )
-                if failures >= WEDGED_AFTER:
+                if failures >= FAILURES_TO_WEDGE:
                     reconciler.on_wedged(child)
                     continue
-            interval = PROBE_READY_S if status.phase is Phase.READY else PROBE_LOADING_S
+            interval = READY_INTERVAL_S if status.phase is Phase.READY else STARTING_INTERVAL_S
             with anyio.move_on_after(interval):
                 await child.exited.wait()
     finally:

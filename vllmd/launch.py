@@ -50,6 +50,16 @@ class Plan:
     dropped: tuple[str, ...] = ()
 
 
+def flag_name(arg: str) -> str:
+    """The flag ``arg`` names, as vLLM reads it: ``--flag_name=value`` → ``--flag-name``.
+
+    vLLM's parser takes underscores for dashes, so every comparison of flags goes through here.
+    An argument that is not a long flag comes back unchanged (less any ``=value``).
+    """
+    name = arg.split("=", 1)[0]
+    return "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+
+
 def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split ``args`` into those kept and the fixed flags (with their values) that are dropped.
 
@@ -60,8 +70,7 @@ def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(args):
         arg = args[i]
-        # vLLM's parser takes --api_key for --api-key: so must we.
-        name = "--" + arg.split("=", 1)[0][2:].replace("_", "-") if arg.startswith("--") else arg
+        name = flag_name(arg)
         if name in FIXED_FLAGS:
             if "=" in arg:
                 dropped.append(name)
@@ -81,9 +90,8 @@ def secrets_of(store: Store) -> list[str]:
     found = [var.value for var in store.serveEnv]
     args = store.serveArgs
     for i, arg in enumerate(args):
-        name, eq, value = arg.partition("=")
-        normal = "--" + name[2:].replace("_", "-") if name.startswith("--") else name
-        if normal in SECRET_FLAGS:
+        _, eq, value = arg.partition("=")
+        if flag_name(arg) in SECRET_FLAGS:
             if eq:
                 found.append(value)
             elif i + 1 < len(args):
@@ -97,7 +105,7 @@ def shown_argv(argv: Sequence[str]) -> str:
     hide_next = False
     for arg in argv:
         name, eq, _ = arg.partition("=")
-        normal = "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+        normal = flag_name(arg)
         if hide_next:
             shown.append("***")
             hide_next = False

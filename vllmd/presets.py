@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from vllmd.launch import FIXED_FLAGS
+from vllmd.launch import FIXED_FLAGS, flag_name
 
 TIERS = ("nvidia-blackwell", "nvidia-hopper", "nvidia-older", "amd", "cpu")
 """Every hardware tier, strongest NVIDIA first (CONTRACT §5)."""
@@ -148,18 +148,13 @@ def _explain(exc: msgspec.ValidationError, data: bytes, source: str) -> str:
     return f"{source}: {where}: {found['what']}"
 
 
-def _flag_name(arg: str) -> str:
-    """``--flag_name=value`` → ``--flag-name`` (vLLM accepts underscores for dashes)."""
-    return arg.split("=", 1)[0].replace("_", "-")
-
-
 def _check_build(preset: Preset, tier: str, build: Build) -> None:
     where = f"preset {preset.id!r}, field tiers.{tier}"
     problem = model_id_problem(build.model)
     if problem is not None:
         raise CatalogError(f"{where}.model: {build.model!r}: {problem}")
     for arg in build.args:
-        name = _flag_name(arg)
+        name = flag_name(arg)
         if name in FIXED_FLAGS:
             raise CatalogError(f"{where}.args: {name} is set by vllmd itself; remove it")
         if name in ADDED_FLAGS:
