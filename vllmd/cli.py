@@ -21,9 +21,8 @@ from vllmd.settings import (
     settings_from,
 )
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_USAGE = 2
+"""A flag or environment variable held a value that cannot be used (argparse's own code)."""
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
