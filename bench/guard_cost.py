@@ -34,8 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from vllmd import cpuenv, guard
-from vllmd.launch import GUARD_MIDDLEWARE, KEY_FILE_ENV
+from vllmd import guard
+from vllmd.core.launch import GUARD_MIDDLEWARE, KEY_FILE_ENV
+from vllmd.demo import cpuenv
 
 KEY = "GuardCostKey0123456789"
 START_TIMEOUT_S = 300.0

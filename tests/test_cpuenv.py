@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vllmd import cpuenv
+from vllmd.demo import cpuenv
 
 ALL_STEPS = ["venv", "install", "trim", "models", "locate", "freeze", "convert-deps", "convert"]
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from vllmd import cpuenv
-from vllmd.demo import (
+from vllmd.core.health import LOADING_MESSAGE, READY_MESSAGE
+from vllmd.demo import cpuenv
+from vllmd.demo.demo import (
     SERVED_NAME,
     DemoError,
     Progress,
@@ -32,9 +33,8 @@ from vllmd.demo import (
     select_chat_model,
     serve_args,
 )
-from vllmd.health import LOADING_MESSAGE, READY_MESSAGE
 from vllmd.settings import Settings
-from vllmd.store import read_store
+from vllmd.state.store import read_store
 
 KEY = "AbCdEfGhIjKlMnOpQrStUv"
 

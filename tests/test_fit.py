@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllmd.fit import (
+from vllmd.core.fit import (
     Machine,
     context_length,
     default_fit,
@@ -12,7 +12,7 @@ from vllmd.fit import (
     fit_preset,
     tensor_parallel_size,
 )
-from vllmd.presets import Build, Catalog, ContextStep, Preset, Tiers, load_catalog
+from vllmd.core.presets import Build, Catalog, ContextStep, Preset, Tiers, load_catalog
 
 CATALOG = load_catalog()
 

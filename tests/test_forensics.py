@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.forensics import MAX_LINE_CHARS, OutputTail, diagnose
-from vllmd.health import Diagnosis
-from vllmd.masking import MASK, masker
+from vllmd.core.forensics import MAX_LINE_CHARS, OutputTail, diagnose
+from vllmd.core.health import Diagnosis
+from vllmd.core.masking import MASK, masker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm-logs"
 

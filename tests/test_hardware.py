@@ -20,8 +20,8 @@ from actions_support import (
     vllmd_env,
 )
 
-from vllmd.fit import Machine
-from vllmd.hardware import (
+from vllmd.core.fit import Machine
+from vllmd.hardware.tiers import (
     GIB,
     Gpu,
     Hardware,
@@ -144,7 +144,7 @@ def test_integrated_amd_gpu_is_skipped_with_a_note(tmp_path: Path) -> None:
 def test_nvml_raising_at_init_falls_back_to_cpu_and_logs_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="vllmd.hardware"):
+    with caplog.at_level(logging.WARNING, logger="vllmd.hardware.tiers"):
         found, _ = detect_recorded("nvml-driver-not-loaded", tmp_path)
     assert found.tier == "cpu" and found.reason == "NVML failed: Driver Not Loaded"
     assert "Driver Not Loaded" in caplog.text

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from vllmd.health import (
+from vllmd.core.health import (
     LOADING_MESSAGE,
     NO_MODEL_MESSAGE,
     READY_MESSAGE,

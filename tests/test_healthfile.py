@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.health import SET_MODEL_TASK, Verdict
-from vllmd.healthfile import (
+from vllmd.core.health import SET_MODEL_TASK, Verdict
+from vllmd.daemon.healthfile import (
     EXIT_NO_DAEMON,
     EXIT_SUCCESS,
     EXIT_UNHEALTHY,
@@ -130,7 +130,7 @@ def test_a_failed_write_is_logged_once_and_retried(
     settings.run_dir.write_text("a file where the folder should be")
     publisher = HealthPublisher(settings.health_path, DAEMON_PID)
 
-    with caplog.at_level(logging.WARNING, logger="vllmd.healthfile"):
+    with caplog.at_level(logging.WARNING, logger="vllmd.daemon.healthfile"):
         assert not publisher.publish(LOADING)
         assert not publisher.publish(LOADING)
     settings.run_dir.unlink()
@@ -264,7 +264,7 @@ def test_a_live_daemon_is_recognised_on_the_real_proc() -> None:
 
 def test_vllmd_health_imports_neither_anyio_nor_aiohttp() -> None:
     code = (
-        "import sys, vllmd.healthfile; "
+        "import sys, vllmd.daemon.healthfile; "
         "print(sorted(m for m in ('anyio', 'aiohttp', 'msgspec') if m in sys.modules))"
     )
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.launch import model_of, plan_launch, secrets_of, shown_argv, split_fixed_flags
+from vllmd.core.launch import model_of, plan_launch, secrets_of, shown_argv, split_fixed_flags
 from vllmd.settings import Settings
-from vllmd.store import EnvVar, Store
+from vllmd.state.store import EnvVar, Store
 
 SETTINGS = Settings(data=Path("/d"), public=Path("/p"), run_dir=Path("/r"), auth="flag")
 KEY = "A" * 22

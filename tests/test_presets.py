@@ -13,9 +13,9 @@ import msgspec
 import pytest
 from actions_support import ROOT
 
-from vllmd.fit import Machine, fit_preset
-from vllmd.launch import FIXED_FLAGS
-from vllmd.presets import (
+from vllmd.core.fit import Machine, fit_preset
+from vllmd.core.launch import FIXED_FLAGS
+from vllmd.core.presets import (
     TIERS,
     Catalog,
     CatalogError,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from anyio.abc import SocketAttribute, SocketStream
 
-from vllmd.probe import Outcome, Prober, ProbeResult, loopback_host
+from vllmd.daemon.probe import Outcome, Prober, ProbeResult, loopback_host
 
 pytestmark = pytest.mark.anyio
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.health import Progress
-from vllmd.progress import DownloadMeter, ProgressTracker, loading_step
+from vllmd.core.health import Progress
+from vllmd.core.progress import DownloadMeter, ProgressTracker, loading_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm-logs"
 GB = 1_000_000_000

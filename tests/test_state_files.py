@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.atomicfile import create_atomic, write_atomic
-from vllmd.credentials import KEY_LENGTH, ensure_key, new_key, read_key
-from vllmd.masking import MASK, Masker, redact
-from vllmd.store import StoreError, read_store, update_store
+from vllmd.core.masking import MASK, Masker, redact
+from vllmd.state.atomicfile import create_atomic, write_atomic
+from vllmd.state.credentials import KEY_LENGTH, ensure_key, new_key, read_key
+from vllmd.state.store import StoreError, read_store, update_store
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-from vllmd.backoff import Backoff
-from vllmd.credentials import new_key
-from vllmd.logpump import CHUNK, LinePump
-from vllmd.masking import MASK, masker
-from vllmd.procgroup import live_members
-from vllmd.supervisor import describe_exit
+from vllmd.core.backoff import Backoff
+from vllmd.core.masking import MASK, masker
+from vllmd.process.logpump import CHUNK, LinePump
+from vllmd.process.procgroup import live_members
+from vllmd.process.supervisor import describe_exit
+from vllmd.state.credentials import new_key
 
 
 def test_backoff_doubles_from_one_second_and_caps_at_sixty() -> None:

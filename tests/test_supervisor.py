@@ -9,10 +9,10 @@ import anyio
 import pytest
 from conftest import STANDIN, free_port, read_records
 
-from vllmd.launch import Launch
-from vllmd.logpump import LinePump
-from vllmd.procgroup import Reaper, live_members
-from vllmd.supervisor import Child, Output, Supervisor
+from vllmd.core.launch import Launch
+from vllmd.process.logpump import LinePump
+from vllmd.process.procgroup import Reaper, live_members
+from vllmd.process.supervisor import Child, Output, Supervisor
 
 pytestmark = pytest.mark.anyio
 

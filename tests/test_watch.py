@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from vllmd.inotify import Inotify
-from vllmd.watch import Watcher
+from vllmd.daemon.inotify import Inotify
+from vllmd.daemon.watch import Watcher
 
 pytestmark = pytest.mark.anyio
 

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     import logging
     import os
 
-    from vllmd.daemon import run
+    from vllmd.daemon.serve import run
 
     code = run(settings)
     # vLLM is stopped and our files are written: skip the interpreter's own teardown, which
@@ -43,13 +43,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _health(args: argparse.Namespace, settings: Settings) -> int:
-    from vllmd.healthfile import health_command
+    from vllmd.daemon.healthfile import health_command
 
     return health_command(args, settings)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from vllmd.demo import demo_command
+    from vllmd.demo.demo import demo_command
 
     return demo_command(args, settings)
 

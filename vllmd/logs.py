@@ -14,13 +14,18 @@ from typing import TextIO
 
 import msgspec
 
-from vllmd.masking import masker
+from vllmd.core.masking import masker
 
 _json = msgspec.json.Encoder()
 
 
 def _component(name: str) -> str:
-    return name.removeprefix("vllmd.") if name != "vllmd" else "vllmd"
+    """The component a log line names: the last part of the logger's module path.
+
+    Modules whose folder says the role better than their file (``vllmd.daemon.serve``) log under
+    the folder's name instead, so the names users see stayed stable when the package grew folders.
+    """
+    return name.rsplit(".", 1)[-1]
 
 
 _LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 from conftest import ROOT, Daemon, Volumes, free_port, wait_for
 
-from vllmd import cpuenv
-from vllmd.argsplit import join_args
+from vllmd.core.argsplit import join_args
+from vllmd.demo import cpuenv
 
 START_TIMEOUT_S = 240.0
 """How long a real vLLM may take to become ready here (31-42 s measured on 2 idle cores)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from vllmd import cpuenv
+from vllmd.demo import cpuenv
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,10 +22,10 @@ Action = Callable[[argparse.Namespace, Settings], Any]
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vllmd.actions.result import ActionError
-    from vllmd.argsplit import ArgsError
-    from vllmd.credentials import InvalidCredentials
-    from vllmd.presets import CatalogError
-    from vllmd.store import StoreError
+    from vllmd.core.argsplit import ArgsError
+    from vllmd.core.presets import CatalogError
+    from vllmd.state.credentials import InvalidCredentials
+    from vllmd.state.store import StoreError
 
     return (ActionError, ArgsError, CatalogError, StoreError, InvalidCredentials)
 
@@ -73,7 +73,7 @@ def _delete_model_cache(args: argparse.Namespace, settings: Settings) -> int:
 def _hardware(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
-    from vllmd.hardware import detect
+    from vllmd.hardware.tiers import detect
 
     found = detect(settings.variant)  # never raises: a failure is the cpu tier with a reason
     if args.text:

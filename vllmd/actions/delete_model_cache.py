@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllmd.actions.result import ActionError, ActionResult, group, member, single
-from vllmd.disk import human_bytes, tree_size
-from vllmd.launch import model_of
-from vllmd.presets import model_id_problem
+from vllmd.core.launch import model_of
+from vllmd.core.presets import model_id_problem
 from vllmd.settings import Settings
-from vllmd.store import HINT, StoreError, read_store
+from vllmd.state.disk import human_bytes, tree_size
+from vllmd.state.store import HINT, StoreError, read_store
 
 PREFIX = "models--"
 TRASH_PREFIX = ".vllmd-deleting-"

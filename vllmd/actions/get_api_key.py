@@ -1,7 +1,7 @@
 """``vllmd action get-api-key``: the one place the API key is printed.
 
 A missing or invalid ``credentials.json`` is dealt with exactly as the daemon does
-(:func:`vllmd.credentials.ensure_key`): created, or moved aside and replaced.
+(:func:`vllmd.state.credentials.ensure_key`): created, or moved aside and replaced.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from vllmd.actions.result import ActionResult, single
-from vllmd.credentials import ensure_key
 from vllmd.settings import Settings
+from vllmd.state.credentials import ensure_key
 
 USE = (
     "Clients send it as a bearer token (Authorization: Bearer KEY) to the OpenAI-compatible API. "

@@ -19,14 +19,14 @@ from typing import Any
 import msgspec
 
 from vllmd.actions.result import ActionError, ActionResult, group, member, single
-from vllmd.argsplit import join_args, parse_custom, parse_env
-from vllmd.atomicfile import aside_path
-from vllmd.fit import Fit, default_fit, fit_catalog, fitting
-from vllmd.hardware import Hardware, detect
-from vllmd.launch import model_of
-from vllmd.presets import CUSTOM, TIERS, Catalog, load_catalog
+from vllmd.core.argsplit import join_args, parse_custom, parse_env
+from vllmd.core.fit import Fit, default_fit, fit_catalog, fitting
+from vllmd.core.launch import model_of
+from vllmd.core.presets import CUSTOM, TIERS, Catalog, load_catalog
+from vllmd.hardware.tiers import Hardware, detect
 from vllmd.settings import Settings
-from vllmd.store import HINT, EnvVar, Store, StoreError, read_store, update_store
+from vllmd.state.atomicfile import aside_path
+from vllmd.state.store import HINT, EnvVar, Store, StoreError, read_store, update_store
 
 DOWNLOAD_NOTE = (
     "vLLM restarts with it now. A first start downloads the weights, which can take 30 minutes "

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from vllmd.cpuscripts import CONVERT_SCRIPT, LAUNCHER_TEMPLATE, LOCATE_SCRIPT
-from vllmd.steprun import PrepareError, locked, run_logged
+from vllmd.demo.scripts import CONVERT_SCRIPT, LAUNCHER_TEMPLATE, LOCATE_SCRIPT
+from vllmd.demo.steps import PrepareError, locked, run_logged
 
 __all__ = [
     "CpuEnv",

@@ -1,7 +1,7 @@
 """``vllmd demo``: a real small chat model on this machine's CPU, in the foreground.
 
-Prepares the CPU build of vLLM once (:mod:`vllmd.cpuenv`: minutes the first time, a moment after),
-selects the SmolLM2 chat model in local volumes under ``./.vllmd/`` (unless ``--data``,
+Prepares the CPU build of vLLM once (:mod:`vllmd.demo.cpuenv`: minutes the first time, a moment
+after), selects the SmolLM2 chat model in local volumes under ``./.vllmd/`` (unless ``--data``,
 ``--public`` or ``--run-dir`` say otherwise), and runs the daemon exactly as the image does, with
 its log and vLLM's sent to a file so that the terminal shows one progress line while the model
 loads, then the ``curl`` command to paste in another terminal. Ctrl-C stops vLLM and the daemon
@@ -28,12 +28,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from vllmd import cpuenv
-from vllmd.argsplit import join_args
-from vllmd.health import LOADING_MESSAGE, READY_MESSAGE
-from vllmd.healthfile import is_live_vllmd, read_health
+from vllmd.core.argsplit import join_args
+from vllmd.core.health import LOADING_MESSAGE, READY_MESSAGE
+from vllmd.daemon.healthfile import is_live_vllmd, read_health
+from vllmd.demo import cpuenv
 from vllmd.settings import OPTIONS, VOLUME_OPTIONS, Settings
-from vllmd.store import StoreError, update_store
+from vllmd.state.store import StoreError, update_store
 
 DEMO_DIR = ".vllmd"
 """The folder, in the current one, that holds the demo's volumes unless flags say otherwise."""
@@ -246,7 +246,7 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo: prepare, select the chat model, run the daemon; return the exit code."""
-    from vllmd import daemon
+    from vllmd.daemon import serve as daemon
 
     settings = demo_settings(args, settings, os.environ, Path.cwd())
     settings = replace(settings, host="127.0.0.1", ldconfig=False)

@@ -18,16 +18,16 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskStatus
 
-from vllmd.backoff import Backoff
-from vllmd.credentials import InvalidCredentials, ensure_key
-from vllmd.forensics import OutputTail, diagnose
-from vllmd.health import ExitInfo, Phase, Snapshot
-from vllmd.launch import Launch, plan_launch, secrets_of
-from vllmd.masking import masker, redact
-from vllmd.progress import ProgressTracker
+from vllmd.core.backoff import Backoff
+from vllmd.core.forensics import OutputTail, diagnose
+from vllmd.core.health import ExitInfo, Phase, Snapshot
+from vllmd.core.launch import Launch, plan_launch, secrets_of
+from vllmd.core.masking import masker, redact
+from vllmd.core.progress import ProgressTracker
+from vllmd.process.supervisor import Child, Supervisor, describe_exit
 from vllmd.settings import Settings
-from vllmd.store import Store, StoreError, read_store
-from vllmd.supervisor import Child, Supervisor, describe_exit
+from vllmd.state.credentials import InvalidCredentials, ensure_key
+from vllmd.state.store import Store, StoreError, read_store
 
 log = logging.getLogger(__name__)
 

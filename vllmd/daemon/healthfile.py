@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from vllmd.atomicfile import write_atomic
-from vllmd.masking import masker
+from vllmd.core.masking import masker
+from vllmd.state.atomicfile import write_atomic
 
 if TYPE_CHECKING:
-    from vllmd.health import Verdict
+    from vllmd.core.health import Verdict
     from vllmd.settings import Settings
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Reading the machine: NVML for NVIDIA cards, sysfs for AMD cards, system memory and cgroups.
 
-The I/O half of hardware detection (:mod:`vllmd.hardware` holds the rules). Every probe takes its
-root as a parameter (an NVML-like object, a filesystem root), so tests feed recorded machines.
+The I/O half of hardware detection (:mod:`vllmd.hardware.tiers` holds the rules). Every probe takes
+its root as a parameter (an NVML-like object, a filesystem root), so tests feed recorded machines.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vllmd.gpuprobe")  # the component name users see in logs
 
 GIB = 1 << 30
 NVML_ERROR_NOT_SUPPORTED = 3

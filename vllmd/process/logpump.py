@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import anyio
 
-from vllmd.masking import masker
+from vllmd.core.masking import masker
 
 CHUNK = 65_536
 HOLD_BACK = 64  # longer than any key, so a key is always whole in what we mask

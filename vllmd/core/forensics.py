@@ -20,9 +20,9 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from vllmd.causes import classify
-from vllmd.health import Diagnosis
-from vllmd.masking import masker
+from vllmd.core.causes import classify
+from vllmd.core.health import Diagnosis
+from vllmd.core.masking import masker
 
 __all__ = ["TAIL_BYTES", "Diagnosis", "OutputTail", "diagnose"]
 

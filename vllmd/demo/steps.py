@@ -1,6 +1,6 @@
 """Run one long preparation step: its output to a log file, a heartbeat, a deadline, a lock.
 
-Used by :mod:`vllmd.cpuenv`, whose steps (pip installs, a model conversion) take minutes.
+Used by :mod:`vllmd.demo.cpuenv`, whose steps (pip installs, a model conversion) take minutes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The known reasons vLLM stops, how to recognise each in its output, and what to advise.
 
-Data more than logic: :mod:`vllmd.forensics` finds the telling part of the output and asks
+Data more than logic: :mod:`vllmd.core.forensics` finds the telling part of the output and asks
 :func:`classify` which cause, if any, it shows. Pure: no I/O.
 """
 

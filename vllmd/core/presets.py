@@ -3,7 +3,7 @@
 The catalog is data (``config/presets.toml``), decoded strictly with msgspec: an unknown field, a
 wrong type or a broken rule is a :class:`CatalogError` that names the preset and the field, raised
 when the catalog is loaded, never half-way through an action. Which preset fits which machine is
-:mod:`vllmd.fit`'s job.
+:mod:`vllmd.core.fit`'s job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from vllmd.launch import FIXED_FLAGS, flag_name
+from vllmd.core.launch import FIXED_FLAGS, flag_name
 
 TIERS = ("nvidia-blackwell", "nvidia-hopper", "nvidia-older", "amd", "cpu")
 """Every hardware tier, strongest NVIDIA first (CONTRACT §5)."""
@@ -232,7 +232,9 @@ def catalog_path(package: Traversable | None = None) -> Path:
     bundled = package / "_config" / "presets.toml"
     if bundled.is_file():
         return Path(str(bundled))
-    return Path(__file__).resolve().parent.parent / "config" / "presets.toml"
+    # The checkout's folder is found from the package root, not by counting this module's parents,
+    # so the module can move within the package.
+    return Path(str(resources.files("vllmd"))).resolve().parent / "config" / "presets.toml"
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

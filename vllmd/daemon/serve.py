@@ -23,20 +23,20 @@ import anyio
 from anyio.abc import TaskStatus
 
 from vllmd import guard
-from vllmd.credentials import InvalidCredentials, ensure_key
-from vllmd.disk import tree_size
-from vllmd.health import Phase, evaluate
-from vllmd.healthfile import HealthPublisher
-from vllmd.logpump import LinePump, stream_sink
+from vllmd.core.health import Phase, evaluate
+from vllmd.core.masking import redact
+from vllmd.daemon.healthfile import HealthPublisher
+from vllmd.daemon.reconcile import Reconciler, Status
+from vllmd.daemon.watch import Watcher
 from vllmd.logs import vllm_line_json
-from vllmd.masking import redact
-from vllmd.procgroup import Reaper, become_subreaper
-from vllmd.reconcile import Reconciler, Status
+from vllmd.process.logpump import LinePump, stream_sink
+from vllmd.process.procgroup import Reaper, become_subreaper
+from vllmd.process.supervisor import Child, Output, Supervisor
 from vllmd.settings import Settings
-from vllmd.supervisor import Child, Output, Supervisor
-from vllmd.watch import Watcher
+from vllmd.state.credentials import InvalidCredentials, ensure_key
+from vllmd.state.disk import tree_size
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vllmd.daemon")  # the component name users see in logs
 
 SAMPLE_S = 3.0
 """How often the model cache is measured while vLLM loads (download progress)."""
@@ -226,7 +226,7 @@ async def _probe(
     settings: Settings, supervisor: Supervisor, reconciler: Reconciler, status: Status
 ) -> None:
     """Probe the running vLLM: loading until it answers, then watch for it to stop answering."""
-    from vllmd.probe import (  # aiohttp is heavy: not on the start-up path
+    from vllmd.daemon.probe import (  # aiohttp is heavy: not on the start-up path
         FAILURES_TO_WEDGE,
         READY_INTERVAL_S,
         STARTING_INTERVAL_S,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vllmd.settings import Settings
-from vllmd.store import Store
+from vllmd.state.store import Store
 
 FIXED_FLAGS = ("--host", "--port", "--download-dir", "--api-key")
 """Flags vllmd always sets itself; never taken from ``serveArgs``."""

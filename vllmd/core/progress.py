@@ -5,11 +5,11 @@ Two sources, both cheap:
 - :func:`loading_step` reads a line of vLLM's output (``Loading safetensors checkpoint shards:
   38% Completed | 3/8 [...]``) and names the step: ``Loading weights: shard 3/8.``
 - :class:`DownloadMeter` is fed the size of ``DATA/models`` every few seconds (the daemon walks
-  the tree in a worker thread, see :func:`vllmd.disk.tree_size`) and turns it into bytes
+  the tree in a worker thread, see :func:`vllmd.state.disk.tree_size`) and turns it into bytes
   downloaded, a rate and the last time it grew.
 
 :class:`ProgressTracker` holds both for one configuration and hands the health a
-:class:`~vllmd.health.Progress`. Pure: no I/O, time is passed in (monotonic seconds).
+:class:`~vllmd.core.health.Progress`. Pure: no I/O, time is passed in (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from vllmd.health import Progress
+from vllmd.core.health import Progress
 
 __all__ = ["DownloadMeter", "ProgressTracker", "loading_step"]
 
@@ -174,7 +174,7 @@ class ProgressTracker:
         return True
 
     def progress(self) -> Progress:
-        """The :class:`~vllmd.health.Progress` for the health."""
+        """The :class:`~vllmd.core.health.Progress` for the health."""
         moved = [at for at in (self.meter.last_progress_at, self._step_at) if at is not None]
         return Progress(
             downloaded_bytes=self.meter.downloaded_bytes,

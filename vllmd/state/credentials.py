@@ -16,8 +16,8 @@ from typing import Annotated
 
 import msgspec
 
-from vllmd.atomicfile import aside_path, create_atomic
-from vllmd.masking import masker
+from vllmd.core.masking import masker
+from vllmd.state.atomicfile import aside_path, create_atomic
 
 KEY_LENGTH = 22
 KEY_ALPHABET = string.ascii_letters + string.digits

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from vllmd.atomicfile import write_atomic
+from vllmd.state.atomicfile import write_atomic
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 EnvName = Annotated[str, msgspec.Meta(pattern=ENV_NAME_PATTERN)]

@@ -11,8 +11,8 @@ quick and never go deaf. Three facts shape it (DESIGN.md):
   watchfiles' polling (also when ``WATCHFILES_FORCE_POLLING`` asks for it).
 
 With inotify the descriptor sits in the event loop: no wake-up until the kernel has an event (see
-:mod:`vllmd.inotify` for why not watchfiles' own loop). When polling, ``step_ms`` is how often
-watchfiles' thread looks at what it collected.
+:mod:`vllmd.daemon.inotify` for why not watchfiles' own loop). When polling, ``step_ms`` is how
+often watchfiles' thread looks at what it collected.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import TaskStatus
 from watchfiles._rust_notify import RustNotify
 
-from vllmd.inotify import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, Inotify
+from vllmd.daemon.inotify import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, Inotify
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from vllmd.launch import Launch, shown_argv
-from vllmd.logpump import LinePump, pump
-from vllmd.procgroup import Reaper, live_members
+from vllmd.core.launch import Launch, shown_argv
+from vllmd.process.logpump import LinePump, pump
+from vllmd.process.procgroup import Reaper, live_members
 
 log = logging.getLogger(__name__)
 

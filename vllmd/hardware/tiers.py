@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vllmd.fit import Machine
-from vllmd.gpuprobe import (
+from vllmd.core.fit import Machine
+from vllmd.core.presets import TIERS
+from vllmd.hardware.probes import (
     GIB,
     Gpu,
     Nvml,
@@ -30,9 +31,8 @@ from vllmd.gpuprobe import (
     system_memory,
     whole_gib,
 )
-from vllmd.presets import TIERS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vllmd.hardware")  # the component name users see in logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Hardware:
         return cls(tier=tier, budget_gb=memory_gb, identical_gpus=gpus, source="given")
 
     def machine(self) -> Machine:
-        """The :class:`~vllmd.fit.Machine` to fit presets to."""
+        """The :class:`~vllmd.core.fit.Machine` to fit presets to."""
         return Machine(self.tier, self.budget_gb, self.identical_gpus)
 
     def to_builtins(self) -> dict[str, object]:
