@@ -19,8 +19,9 @@ from pathlib import Path
 from vllmd.actions.result import ActionError, ActionResult, group, member, single
 from vllmd.core.launch import model_of
 from vllmd.core.presets import model_id_problem
+from vllmd.core.units import human_bytes
 from vllmd.settings import Settings
-from vllmd.state.disk import human_bytes, tree_size
+from vllmd.state.disk import tree_size
 from vllmd.state.store import HINT, StoreError, read_store
 
 PREFIX = "models--"

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 
 from vllmd.core.launch import FIXED_FLAGS, flag_name, model_of
-from vllmd.state.store import ENV_NAME_PATTERN, EnvVar
+from vllmd.core.schema import ENV_NAME_PATTERN, EnvVar
 
 WHY_FIXED = {
     "--host": "vLLM always listens on the address vllmd gives it",

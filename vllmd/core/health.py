@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from vllmd.state.disk import human_bytes
+from vllmd.core.units import human_bytes
 
 JSON = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
 """A value that ``json.dumps`` writes as is."""

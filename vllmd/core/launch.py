@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from vllmd.settings import Settings
-from vllmd.state.store import Store
+from vllmd.core.schema import Store
+from vllmd.guard import KEY_FILE_ENV, ApiKeyGuard
 
 FIXED_FLAGS = ("--host", "--port", "--download-dir", "--api-key")
 """Flags vllmd always sets itself; never taken from ``serveArgs``."""
@@ -20,8 +21,25 @@ FIXED_FLAGS = ("--host", "--port", "--download-dir", "--api-key")
 SECRET_FLAGS = ("--api-key", "--hf-token")
 """Flags whose value is a secret: shown as ``***`` wherever an argv is logged."""
 
-GUARD_MIDDLEWARE = "vllmd.guard.ApiKeyGuard"
-KEY_FILE_ENV = "VLLMD_KEY_FILE"
+GUARD_MIDDLEWARE = f"{ApiKeyGuard.__module__}.{ApiKeyGuard.__qualname__}"
+"""What vLLM's ``--middleware`` imports: the guard, by the path it must keep."""
+
+
+class LaunchSettings(Protocol):
+    """What a launch needs besides the store; :class:`vllmd.settings.Settings` is one."""
+
+    @property
+    def vllm(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def auth(self) -> str: ...
+    @property
+    def models_dir(self) -> Path: ...
+    @property
+    def credentials_path(self) -> Path: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +150,7 @@ def model_of(serve_args: Sequence[str]) -> str | None:
 def plan_launch(
     store: Store | None,
     key: str,
-    settings: Settings,
+    settings: LaunchSettings,
     base_env: Mapping[str, str],
     guard_dir: Path | None = None,
 ) -> Plan:
