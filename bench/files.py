@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.inotify import Inotify
+from vllmd.core.errors import VllmdError
 
 KEY_RE = re.compile(r"^[A-Za-z0-9]{22}$")
 SAFETY_POLL_S = 0.02
@@ -23,7 +24,7 @@ SAFETY_POLL_S = 0.02
 T = TypeVar("T")
 
 
-class BenchError(RuntimeError):
+class BenchError(VllmdError):
     """Raised when something the benchmark waits for does not happen within its deadline."""
 
 

@@ -119,6 +119,21 @@ def test_bad_store_errors_name_file_and_field(tmp_path: Path, content: str, wher
     assert str(path) in str(info.value) and where in str(info.value)
 
 
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"serveArgs": "m"}'])
+def test_bad_store_error_keeps_the_problem_and_the_hint_apart(tmp_path: Path, content: str) -> None:
+    # Given a store.json that cannot be used
+    path = tmp_path / "store.json"
+    path.write_text(content)
+    # When it is read
+    with pytest.raises(StoreError) as info:
+        read_store(path)
+    # Then the problem names the file without the advice, and the text joins both
+    error = info.value
+    assert str(path) in error.problem and "Set Model" not in error.problem
+    assert "Set Model" in error.hint
+    assert str(error) == f"{error.problem} {error.hint}"
+
+
 def test_bad_store_error_never_echoes_an_env_value(tmp_path: Path) -> None:
     path = tmp_path / "store.json"
     path.write_text('{"serveEnv": [{"name": "HF TOKEN", "value": "hf_s3cr3t"}]}')

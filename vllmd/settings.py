@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from vllmd.core.errors import VllmdError
+
 VARIANTS = ("nvidia", "rocm", "cpu")
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("guard", "flag")
 
 
-class SettingsError(ValueError):
+class SettingsError(VllmdError):
     """Raised when a flag or environment variable holds a value that cannot be used."""
 
 

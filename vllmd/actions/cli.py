@@ -12,22 +12,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from vllmd.core.errors import VllmdError
 from vllmd.settings import Settings, add_options
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 
 Action = Callable[[argparse.Namespace, Settings], Any]
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from vllmd.actions.result import ActionError
-    from vllmd.core.argsplit import ArgsError
-    from vllmd.core.presets import CatalogError
-    from vllmd.state.credentials import InvalidCredentials
-    from vllmd.state.store import StoreError
-
-    return (ActionError, ArgsError, CatalogError, StoreError, InvalidCredentials)
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -42,7 +33,7 @@ def _run(name: str, action: Action, args: argparse.Namespace, settings: Settings
     """Run ``action`` and print its result; a user error goes to stderr with exit 1."""
     try:
         result = action(args, settings)
-    except _user_errors() as exc:
+    except VllmdError as exc:
         print(f"vllmd {name}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:

@@ -22,7 +22,7 @@ from vllmd.core.presets import model_id_problem
 from vllmd.core.units import human_bytes
 from vllmd.settings import Settings
 from vllmd.state.disk import tree_size
-from vllmd.state.store import HINT, StoreError, read_store
+from vllmd.state.store import StoreError, read_store
 
 PREFIX = "models--"
 TRASH_PREFIX = ".vllmd-deleting-"
@@ -62,7 +62,7 @@ def _selected(settings: Settings) -> tuple[str | None, str | None]:
     try:
         store = read_store(settings.store_path)
     except StoreError as exc:
-        return None, str(exc).replace(HINT, "").strip()
+        return None, exc.problem
     return (model_of(store.serveArgs) if store is not None else None), None
 
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import msgspec
 
+from vllmd.core.errors import VllmdError
+
 Value = dict[str, Any]
 """One result value: built by :func:`single` or :func:`group`."""
 
 _encoder = msgspec.json.Encoder()
 
 
-class ActionError(Exception):
+class ActionError(VllmdError):
     """Raised by an action for a user error; the message says what, where, and what to do."""
 
 

@@ -26,7 +26,7 @@ from vllmd.core.presets import CUSTOM, TIERS, Catalog, load_catalog
 from vllmd.hardware.tiers import Hardware, detect
 from vllmd.settings import Settings
 from vllmd.state.atomicfile import aside_path
-from vllmd.state.store import HINT, EnvVar, Store, StoreError, read_store, update_store
+from vllmd.state.store import EnvVar, Store, StoreError, read_store, update_store
 
 DOWNLOAD_NOTE = (
     "vLLM restarts with it now. A first start downloads the weights, which can take 30 minutes "
@@ -70,9 +70,8 @@ def _read_current(path: Path, force: bool) -> tuple[Store | None, dict[str, Any]
         store = read_store(path)
     except StoreError as exc:
         if not force:
-            problem = str(exc).replace(HINT, "").strip()
             raise ActionError(
-                f"{problem} Nothing was written: set-model does not replace a file it cannot "
+                f"{exc.problem} Nothing was written: set-model does not replace a file it cannot "
                 "read. Fix the file, or run set-model again with --force to move it aside (to "
                 f"{path.name}.invalid-<UTC time>) and write a new one."
             ) from exc
@@ -139,7 +138,7 @@ def _form(catalog: Catalog, hardware: Hardware, settings: Settings) -> ActionRes
             custom_text = store.modelSelection.customArgs if store.modelSelection else None
             env_names = [var.name for var in store.serveEnv]
     except StoreError as exc:
-        current = f"unknown: {str(exc).replace(HINT, '').strip()}"
+        current = f"unknown: {exc.problem}"
     how = "stated with --tier/--memory-gb" if hardware.source == "given" else "detected"
     machine = f"{hardware.machine().describe()} ({how})"
     notes = "; ".join(filter(None, (hardware.reason, *hardware.notes))) or None

@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from vllmd.core.errors import VllmdError
 from vllmd.core.launch import FIXED_FLAGS, flag_name, model_of
 from vllmd.core.schema import ENV_NAME_PATTERN, EnvVar
 
@@ -23,7 +24,7 @@ WHY_FIXED = {
 }
 
 
-class ArgsError(ValueError):
+class ArgsError(VllmdError):
     """Raised when custom arguments or environment variables cannot be used; says why."""
 
 

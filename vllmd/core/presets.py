@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from vllmd.core.errors import VllmdError
 from vllmd.core.launch import FIXED_FLAGS, flag_name
 
 TIERS = ("nvidia-blackwell", "nvidia-hopper", "nvidia-older", "amd", "cpu")
@@ -124,7 +125,7 @@ class Catalog(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return tuple(p.id for p in self.preset)
 
 
-class CatalogError(ValueError):
+class CatalogError(VllmdError):
     """Raised when the preset catalog cannot be read or breaks a rule; names preset and field."""
 
 

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import TextIO
 
 from vllmd.core.argsplit import join_args
+from vllmd.core.errors import VllmdError
 from vllmd.core.health import LOADING_MESSAGE, READY_MESSAGE
 from vllmd.daemon.healthfile import is_live_vllmd, read_health
 from vllmd.demo import cpuenv
 from vllmd.settings import OPTIONS, VOLUME_OPTIONS, Settings
-from vllmd.state.store import StoreError, update_store
+from vllmd.state.store import update_store
 
 DEMO_DIR = ".vllmd"
 """The folder, in the current one, that holds the demo's volumes unless flags say otherwise."""
@@ -45,7 +46,7 @@ POLL_S = 0.5
 LOG_TAIL_LINES = 20
 
 
-class DemoError(RuntimeError):
+class DemoError(VllmdError):
     """Raised when the demo cannot start; the message says what to do."""
 
 
@@ -258,7 +259,7 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
         clear_scratch(settings)
         env = cpuenv.prepare(log=lambda line: print(f"  {line}", flush=True))
         select_chat_model(settings, env)
-    except (DemoError, cpuenv.PrepareError, StoreError, OSError) as exc:
+    except (VllmdError, OSError) as exc:
         print(f"vllmd demo: {exc}", file=sys.stderr)
         return 1
     settings = replace(settings, vllm=str(env.vllm))

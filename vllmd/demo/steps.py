@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from vllmd.core.errors import VllmdError
+
 STEP_TIMEOUT_S = 3_600
 HEARTBEAT_S = 30.0
 LOG_TAIL_LINES = 30
 
 
-class PrepareError(RuntimeError):
+class PrepareError(VllmdError):
     """Raised when a step of preparing the CPU vLLM fails; says which step and shows its output."""
 
 

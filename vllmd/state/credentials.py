@@ -16,6 +16,7 @@ from typing import Annotated
 
 import msgspec
 
+from vllmd.core.errors import VllmdError
 from vllmd.core.masking import masker
 from vllmd.state.atomicfile import aside_path, create_atomic
 
@@ -31,7 +32,7 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=False):
     apiKey: ApiKey
 
 
-class InvalidCredentials(ValueError):
+class InvalidCredentials(VllmdError):
     """Raised when ``credentials.json`` exists but does not hold a valid key."""
 
 

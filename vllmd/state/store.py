@@ -14,31 +14,32 @@ from typing import Any
 
 import msgspec
 
+from vllmd.core.errors import VllmdError
 from vllmd.core.schema import ENV_NAME_PATTERN, EnvName, EnvVar, ModelSelection, Store
 from vllmd.state.atomicfile import write_atomic
 
 __all__ = ["ENV_NAME_PATTERN", "EnvName", "EnvVar", "ModelSelection", "Store", "StoreError"]
 
 
-class StoreError(ValueError):
-    """Raised when ``store.json`` exists but cannot be used; the message names file and field."""
+class StoreError(VllmdError):
+    """Raised when ``store.json`` exists but cannot be used; the problem names file and field."""
 
 
 _decoder = msgspec.json.Decoder(Store)
 _raw_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
-HINT = "Fix the file, or run the Set Model action to write a new one."
+_HINT = "Fix the file, or run the Set Model action to write a new one."
 
 
 def parse(data: bytes, path: Path) -> Store:
     """The store held in ``data`` (the content of ``path``), or :class:`StoreError`."""
     if not data.strip():
-        raise StoreError(f"{path}: the file is empty (a write may be in progress). {HINT}")
+        raise StoreError(f"{path}: the file is empty (a write may be in progress).", _HINT)
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise StoreError(f"{path}: {exc}. {HINT}") from exc
+        raise StoreError(f"{path}: {exc}.", _HINT) from exc
 
 
 def read_store(path: Path) -> Store | None:
@@ -48,7 +49,7 @@ def read_store(path: Path) -> Store | None:
     except FileNotFoundError:
         return None
     except IsADirectoryError as exc:
-        raise StoreError(f"{path}: is a folder, not a file. {HINT}") from exc
+        raise StoreError(f"{path}: is a folder, not a file.", _HINT) from exc
     return parse(data, path)
 
 
@@ -67,7 +68,7 @@ def update_store(path: Path, changes: Mapping[str, Any]) -> Store:
         try:
             raw = dict(_raw_decoder.decode(data))
         except msgspec.DecodeError as exc:
-            raise StoreError(f"{path}: {exc}. Fix or remove the file first.") from exc
+            raise StoreError(f"{path}: {exc}.", "Fix or remove the file first.") from exc
     for name, value in changes.items():
         raw[name] = msgspec.Raw(_encoder.encode(value))
     encoded = msgspec.json.format(_encoder.encode(raw), indent=2) + b"\n"
