@@ -26,13 +26,16 @@ def test_launch_argv_and_environment_are_the_contracts(volumes: Volumes, start_d
     key = volumes.key()
     assert record["argv"][1:] == [
         "serve", "org/m", "--fake-record", str(volumes.record), "--max-model-len", "64",
-        "--no-enable-log-requests", "--host", "127.0.0.1", "--port", str(daemon.port),
+        "--no-enable-log-requests", "--shutdown-timeout", "5",
+        "--disable-access-log-for-endpoints", "/health",
+        "--host", "127.0.0.1", "--port", str(daemon.port),
         "--download-dir", str(volumes.data / "models"), "--api-key", key,
     ]  # fmt: skip
     env = record["env"]
     assert env["HF_HUB_CACHE"] == str(volumes.data / "models")
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["HF_HUB_VERBOSITY"] == "info"
+    assert env["VLLM_CACHE_ROOT"] == str(volumes.data / "cache" / "vllm")
     assert env["HF_TOKEN"] == "hf_x"
     assert env["VLLM_NO_USAGE_STATS"] == "1"
     assert "hf_x" not in daemon.output()

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.core.launch import model_of, plan_launch, secrets_of, shown_argv, split_fixed_flags
-from vllmd.settings import Settings
+from vllmd.core.launch import (
+    Launch,
+    model_of,
+    plan_launch,
+    secrets_of,
+    shown_argv,
+    split_fixed_flags,
+)
+from vllmd.settings import Settings, SettingsError, settings_from
 from vllmd.state.store import EnvVar, Store
 
 SETTINGS = Settings(data=Path("/d"), public=Path("/p"), run_dir=Path("/r"), auth="flag")
@@ -25,6 +32,7 @@ def test_argv_is_exactly_the_contracts() -> None:
     assert launch is not None
     assert launch.argv == (
         "vllm", "serve", "org/m", "--max-model-len", "4096", "--no-enable-log-requests",
+        "--shutdown-timeout", "5", "--disable-access-log-for-endpoints", "/health",
         "--host", "0.0.0.0", "--port", "8000", "--download-dir", "/d/models", "--api-key", KEY,
     )  # fmt: skip
 
@@ -126,3 +134,104 @@ def test_secrets_of_a_store_are_env_values_and_secret_flag_values() -> None:
         serveEnv=(EnvVar("HF_TOKEN", "hf_three"),),
     )
     assert sorted(secrets_of(store)) == ["hf_one", "hf_three", "hf_two"]
+
+
+def _argv(*serve_args: str, settings: Settings = SETTINGS) -> tuple[str, ...]:
+    launch = plan_launch(Store(serveArgs=serve_args), KEY, settings, {}).launch
+    assert launch is not None
+    return launch.argv
+
+
+def test_the_drain_timeout_goes_right_after_no_enable_log_requests() -> None:
+    # given a drain of 12 s; when the launch is planned; then vLLM drains for 12 s on SIGTERM
+    settings = Settings(data=Path("/d"), auth="flag", drain_timeout_s=12)
+    argv = _argv("m", settings=settings)
+    i = argv.index("--no-enable-log-requests")
+    assert argv[i + 1 : i + 3] == ("--shutdown-timeout", "12")
+    assert argv.index("--shutdown-timeout") < argv.index("--host")
+
+
+def test_a_fraction_of_a_second_of_drain_is_rounded_up_to_vllms_whole_seconds() -> None:
+    assert _argv("m", settings=Settings(drain_timeout_s=0.2, auth="flag"))[4:6] == (
+        "--shutdown-timeout",
+        "1",
+    )
+    assert _argv("m", settings=Settings(drain_timeout_s=0, auth="flag"))[4:6] == (
+        "--shutdown-timeout",
+        "0",
+    )
+
+
+@pytest.mark.parametrize(
+    "given",
+    [("--shutdown-timeout", "60"), ("--shutdown-timeout=60",), ("--shutdown_timeout", "60")],
+)
+def test_serve_args_own_shutdown_timeout_wins_over_the_drain_timeout(
+    given: tuple[str, ...],
+) -> None:
+    # given serveArgs that set vLLM's drain; when planned; then theirs is the only one
+    argv = _argv("m", *given)
+    assert sum(arg.replace("_", "-").startswith("--shutdown-timeout") for arg in argv) == 1
+    launch = Launch(argv, ())
+    assert launch.drain_s == 60
+
+
+def test_the_launch_knows_how_long_vllm_drains() -> None:
+    assert Launch(_argv("m", settings=Settings(drain_timeout_s=7, auth="flag")), ()).drain_s == 7
+    assert Launch(("vllm", "serve", "m"), ()).drain_s == 0
+    assert Launch(("vllm", "serve", "m", "--shutdown-timeout", "soon"), ()).drain_s == 0
+
+
+def test_the_probes_path_is_kept_out_of_vllms_access_log() -> None:
+    argv = _argv("m")
+    i = argv.index("--disable-access-log-for-endpoints")
+    assert argv[i + 1] == "/health"
+    assert i < argv.index("--host")
+
+
+@pytest.mark.parametrize(
+    ("given", "merged"),
+    [
+        (("--disable-access-log-for-endpoints", "/metrics"), "/health,/metrics"),
+        (("--disable-access-log-for-endpoints=/metrics,/health",), "/health,/metrics"),
+        (("--disable_access_log_for_endpoints", "/a", "--disable-access-log-for-endpoints",
+          "/b, /a"), "/health,/a,/b"),
+    ],
+)  # fmt: skip
+def test_the_users_quiet_paths_are_merged_with_the_probes(
+    given: tuple[str, ...], merged: str
+) -> None:
+    # given serveArgs that keep their own paths out of the log; when planned; then one flag
+    # carries ours and theirs, before the fixed flags, and their own flag is gone from its place
+    argv = _argv("m", *given, "--dtype", "half")
+    names = [a for a in argv if a.replace("_", "-").startswith("--disable-access-log")]
+    assert names == ["--disable-access-log-for-endpoints"]
+    i = argv.index("--disable-access-log-for-endpoints")
+    assert argv[i + 1] == merged
+    assert argv[2:5] == ("m", "--dtype", "half")
+    assert i < argv.index("--host")
+
+
+def test_compile_caches_live_on_the_data_volume() -> None:
+    launch = plan_launch(Store(serveArgs=("m",)), KEY, SETTINGS, {"HOME": "/root"}).launch
+    assert launch is not None
+    env = launch.environ
+    assert env["VLLM_CACHE_ROOT"] == "/d/cache/vllm"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/d/cache/inductor"
+    assert env["TRITON_CACHE_DIR"] == "/d/cache/triton"
+
+
+def test_serve_env_overrides_a_compile_cache_and_the_daemons_own_value_does_not() -> None:
+    store = Store(serveArgs=("m",), serveEnv=(EnvVar("TRITON_CACHE_DIR", "/fast/triton"),))
+    base = {"VLLM_CACHE_ROOT": "/home/x/.cache/vllm"}
+    launch = plan_launch(store, KEY, SETTINGS, base).launch
+    assert launch is not None
+    assert launch.environ["TRITON_CACHE_DIR"] == "/fast/triton"
+    assert launch.environ["VLLM_CACHE_ROOT"] == "/d/cache/vllm"
+
+
+def test_the_drain_timeout_is_a_flag_and_an_environment_variable() -> None:
+    assert Settings().drain_timeout_s == 5
+    assert settings_from(None, {"VLLMD_DRAIN_TIMEOUT": "30"}).drain_timeout_s == 30
+    with pytest.raises(SettingsError, match="VLLMD_DRAIN_TIMEOUT"):
+        settings_from(None, {"VLLMD_DRAIN_TIMEOUT": "-1"})

@@ -116,3 +116,62 @@ async def test_an_interrupted_stop_never_sends_a_second_sigterm(tmp_path: Path) 
     events = [r.get("event") for r in read_records(tmp_path / "rec") if r.get("pid") == child.pid]
     assert events.count("sigterm") <= 1  # the stand-in ignores TERM: it records none, or one
     assert not child.alive and child.returncode == -9
+
+
+def _draining(tmp_path: Path, drain_s: int, term_delay_s: float) -> Launch:
+    """A stand-in that takes ``term_delay_s`` to exit after SIGTERM, launched with a drain."""
+    launch = _launch(tmp_path, "--fake-term-delay", str(term_delay_s))
+    return Launch((*launch.argv, "--shutdown-timeout", str(drain_s)), ())
+
+
+async def test_a_planned_stop_counts_the_stop_timeout_from_the_end_of_the_drain(
+    tmp_path: Path,
+) -> None:
+    # given a vLLM that drains for 0.6 s, longer than the 0.3 s stop timeout but within the
+    # 1 s drain plus it
+    async with anyio.create_task_group() as tg:
+        supervisor = Supervisor(tg, Reaper(reap_orphans=False), _output([]), lambda _: None,
+                                stop_timeout_s=0.3)  # fmt: skip
+        await supervisor.start(_draining(tmp_path, drain_s=1, term_delay_s=0.6))
+        await _listening(tmp_path)
+        # when it is stopped as planned
+        with anyio.fail_after(10):
+            child = await supervisor.stop()
+        tg.cancel_scope.cancel()
+    # then it finished on its own, not killed at the stop timeout
+    assert child is not None and child.returncode == 0
+    assert child.grace_s == pytest.approx(1.3)
+
+
+async def test_a_stop_without_drain_does_not_wait_for_it(tmp_path: Path) -> None:
+    # given a vLLM with a 60 s drain that ignores SIGTERM (a wedged one answers nobody)
+    async with anyio.create_task_group() as tg:
+        supervisor = Supervisor(tg, Reaper(reap_orphans=False), _output([]), lambda _: None,
+                                stop_timeout_s=0.3)  # fmt: skip
+        launch = _launch(tmp_path, "--fake-ignore-sigterm")
+        await supervisor.start(Launch((*launch.argv, "--shutdown-timeout", "60"), ()))
+        await _listening(tmp_path)
+        # when it is stopped without the drain; then the group is killed at the stop timeout
+        with anyio.fail_after(10):
+            child = await supervisor.stop(drain=False)
+        tg.cancel_scope.cancel()
+    assert child is not None and child.returncode == -9 and child.grace_s == 0.3
+
+
+async def test_terminate_sends_the_one_sigterm_at_once_and_stop_finishes_it(
+    tmp_path: Path,
+) -> None:
+    async with anyio.create_task_group() as tg:
+        supervisor = Supervisor(tg, Reaper(reap_orphans=False), _output([]), lambda _: None,
+                                stop_timeout_s=5)  # fmt: skip
+        started = await supervisor.start(_launch(tmp_path))
+        await _listening(tmp_path)
+        # when the stop is relayed synchronously (the signal task), then awaited
+        child = supervisor.terminate()
+        assert child is started and child.stopping and child.term_sent_at is not None
+        assert supervisor.terminate() is child  # a second call sends nothing more
+        with anyio.fail_after(10):
+            await supervisor.stop()
+        tg.cancel_scope.cancel()
+    events = [r.get("event") for r in read_records(tmp_path / "rec") if r.get("pid") == child.pid]
+    assert events.count("sigterm") == 1 and child.returncode == 0

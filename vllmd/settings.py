@@ -37,6 +37,7 @@ class Settings:
     loading_grace_s: float = 2_100.0
     loading_cap_s: float = 14_400.0
     stop_timeout_s: float = 30.0
+    drain_timeout_s: float = 5.0
     variant: str = "cpu"
     ldconfig: bool = True
     log_format: str = "text"
@@ -47,6 +48,11 @@ class Settings:
     def models_dir(self) -> Path:
         """The HuggingFace cache: ``DATA/models``."""
         return self.data / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        """``DATA/cache``: vLLM's, Inductor's and Triton's compile caches, kept across containers."""
+        return self.data / "cache"
 
     @property
     def store_path(self) -> Path:
@@ -156,6 +162,15 @@ OPTIONS: dict[str, Option] = {
             "S",
         ),
         Option(
+            "drain_timeout_s",
+            ("--drain-timeout",),
+            "VLLMD_DRAIN_TIMEOUT",
+            _seconds,
+            "seconds vLLM may spend finishing in-flight requests on a planned stop "
+            "(its --shutdown-timeout); the stop timeout counts from the end of it",
+            "S",
+        ),
+        Option(
             "variant", ("--variant",), "VLLMD_VARIANT", _choice(VARIANTS), "image variant", "NAME"
         ),
         Option(
@@ -201,6 +216,7 @@ RUN_OPTIONS = (
     "loading_grace_s",
     "loading_cap_s",
     "stop_timeout_s",
+    "drain_timeout_s",
     "variant",
     "ldconfig",
     "log_format",

@@ -7,6 +7,7 @@ and nothing else is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,27 @@ SECRET_FLAGS = ("--api-key", "--hf-token")
 GUARD_MIDDLEWARE = f"{ApiKeyGuard.__module__}.{ApiKeyGuard.__qualname__}"
 """What vLLM's ``--middleware`` imports: the guard, by the path it must keep."""
 
+DRAIN_FLAG = "--shutdown-timeout"
+"""vLLM's drain: on SIGTERM it refuses new requests and finishes those in flight for up to this
+many seconds (its default, 0, aborts them). vllmd passes ``--drain-timeout`` here unless
+``serveArgs`` set it themselves."""
+
+QUIET_FLAG = "--disable-access-log-for-endpoints"
+"""vLLM's list of paths kept out of its access log (comma-separated)."""
+
+PROBE_PATH = "/health"
+"""What the daemon's probe asks every 2 s: kept out of the access log, so only users' requests
+are logged (43,000 lines a day of our own noise otherwise)."""
+
+COMPILE_CACHES = (
+    ("VLLM_CACHE_ROOT", "vllm"),
+    ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+    ("TRITON_CACHE_DIR", "triton"),
+)
+"""The compiled-kernel caches, as (variable, folder under ``DATA/cache``): their defaults are in
+the container's home and ``/tmp``, which a recreated container does not have, so every model
+would pay its compilation again after an update or a restore."""
+
 
 class LaunchSettings(Protocol):
     """What a launch needs besides the store; :class:`vllmd.settings.Settings` is one."""
@@ -39,7 +61,11 @@ class LaunchSettings(Protocol):
     @property
     def models_dir(self) -> Path: ...
     @property
+    def cache_dir(self) -> Path: ...
+    @property
     def credentials_path(self) -> Path: ...
+    @property
+    def drain_timeout_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +84,15 @@ class Launch:
     def model(self) -> str | None:
         """The model being served (the first positional after ``serve``), if any."""
         return model_of(self.argv[2:])
+
+    @property
+    def drain_s(self) -> float:
+        """How long vLLM drains on SIGTERM: the last ``--shutdown-timeout`` in argv, else 0."""
+        values = flag_values(self.argv[2:], DRAIN_FLAG)
+        try:
+            return max(0.0, float(values[-1])) if values else 0.0
+        except ValueError:  # vLLM refuses such a value and exits: there is nothing to drain
+            return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +136,51 @@ def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
         kept.append(arg)
         i += 1
     return kept, dropped
+
+
+def take_flag(args: Sequence[str], flag: str) -> tuple[list[str], list[str]]:
+    """Split ``args`` into those without ``flag`` and the values ``flag`` had, in order.
+
+    Both ``--flag value`` and ``--flag=value`` are recognised, with ``-`` or ``_`` in the name.
+    """
+    kept: list[str] = []
+    values: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if flag_name(arg) != flag:
+            kept.append(arg)
+            i += 1
+        elif "=" in arg:
+            values.append(arg.split("=", 1)[1])
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            values.append(args[i + 1])
+            i += 2
+        else:
+            i += 1
+    return kept, values
+
+
+def flag_values(args: Sequence[str], flag: str) -> list[str]:
+    """The values ``flag`` has in ``args``, in order (argparse keeps the last)."""
+    return take_flag(args, flag)[1]
+
+
+def quiet_paths(given: Sequence[str]) -> str:
+    """The probe's path first, then every path the user gave, once each, comma-separated."""
+    paths = [PROBE_PATH]
+    for value in given:
+        for path in value.split(","):
+            path = path.strip()
+            if path and path not in paths:
+                paths.append(path)
+    return ",".join(paths)
+
+
+def _seconds_arg(seconds: float) -> str:
+    """``5.0`` → ``"5"``; vLLM's ``--shutdown-timeout`` takes whole seconds (rounded up)."""
+    return str(math.ceil(seconds))
 
 
 def secrets_of(store: Store) -> list[str]:
@@ -164,7 +244,11 @@ def plan_launch(
     if store is None or not store.model_selected:
         return Plan(None)
     args, dropped = split_fixed_flags(store.serveArgs)
+    args, quiet = take_flag(args, QUIET_FLAG)
     argv = [settings.vllm, "serve", *args, "--no-enable-log-requests"]
+    if not flag_values(args, DRAIN_FLAG):  # theirs wins
+        argv += [DRAIN_FLAG, _seconds_arg(settings.drain_timeout_s)]
+    argv += [QUIET_FLAG, quiet_paths(quiet)]
     argv += ["--host", settings.host, "--port", str(settings.port)]
     argv += ["--download-dir", str(settings.models_dir)]
     if settings.auth == "guard":
@@ -176,6 +260,8 @@ def plan_launch(
     env["HF_HUB_CACHE"] = str(settings.models_dir)
     env["PYTHONUNBUFFERED"] = "1"
     env["HF_HUB_VERBOSITY"] = "info"
+    for name, folder in COMPILE_CACHES:  # before serveEnv: a user's value wins
+        env[name] = str(settings.cache_dir / folder)
     for var in store.serveEnv:
         env[var.name] = var.value
     env["VLLM_NO_USAGE_STATS"] = "1"

@@ -4,7 +4,10 @@ It starts vLLM in its own session and process group, watches the main process ex
 (a pidfd, not ``Process.wait()``, which would also wait for the pipes that the engine inherited),
 kills whatever the main process leaves behind in its group, and stops it in the contract's order:
 one SIGTERM to the main process (a second TERM to an engine mid-cleanup leaks workers), a deadline,
-then SIGKILL to the whole group, then a check that the group is empty.
+then SIGKILL to the whole group, then a check that the group is empty. On a planned stop the
+deadline is vLLM's drain (its ``--shutdown-timeout``: in-flight requests finish) plus the stop
+timeout, which counts from the end of the drain; a wedged vLLM answers nobody, so its stop skips
+the drain.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Child:
     exited_at: float | None = None
     stopping: bool = False
     term_sent_at: float | None = None
+    grace_s: float | None = None  # SIGTERM → SIGKILL, fixed at the first SIGTERM
     stuck_pids: tuple[int, ...] = ()
     spawn_error: str | None = None
     exited: anyio.Event = field(default_factory=anyio.Event)
@@ -183,20 +187,18 @@ class Supervisor:
             )
         return tuple(left)
 
-    async def stop(self) -> Child | None:
-        """Stop the child: one SIGTERM to the main process, deadline, SIGKILL to the group."""
-        child = self.child
+    async def stop(self, *, drain: bool = True) -> Child | None:
+        """Stop the child: one SIGTERM to the main process, deadline, SIGKILL to the group.
+
+        With ``drain`` (every planned stop) the deadline is vLLM's drain plus the stop timeout;
+        without it (a wedged vLLM, which finishes nothing) the stop timeout alone.
+        """
+        child = self.terminate(drain=drain)
         if child is None or child.done.is_set():
             return child
-        child.stopping = True
         if child.alive:
-            if child.term_sent_at is None:
-                # Exactly one TERM, even when a stop is interrupted and asked for again.
-                log.info("stopping vLLM (pid %d) with SIGTERM", child.pid)
-                child.term_sent_at = self._clock()
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
-            left = self._stop_timeout_s - (self._clock() - child.term_sent_at)
+            assert child.grace_s is not None and child.term_sent_at is not None
+            left = child.grace_s - (self._clock() - child.term_sent_at)
             if not self._escalated.is_set() and left > 0:
                 with anyio.move_on_after(left):
                     await _first_of(child.exited, self._escalated)
@@ -205,13 +207,39 @@ class Supervisor:
                     log.warning("second stop request: killing vLLM's group %d now", child.pid)
                 else:
                     log.warning(
-                        "vLLM (pid %d) did not stop within %.0f s; killing its group",
+                        "vLLM (pid %d) did not stop within %g s; killing its group",
                         child.pid,
-                        self._stop_timeout_s,
+                        child.grace_s,
                     )
                 _killpg(child.pid)
         await child.done.wait()  # bounded: the main process is killed, the group wait has a cap
         log.info("vLLM (pid %d) stopped: %s", child.pid, describe_exit(child.returncode))
+        return child
+
+    def terminate(self, *, drain: bool = True) -> Child | None:
+        """Send the child its one SIGTERM now, without waiting; :meth:`stop` does the rest.
+
+        Synchronous, so that the signal task can relay a stop request at once, before the other
+        tasks have wound down. Idempotent: exactly one TERM, even when asked again.
+        """
+        child = self.child
+        if child is None or child.done.is_set():
+            return child
+        child.stopping = True
+        if child.alive and child.term_sent_at is None:
+            drain_s = child.launch.drain_s if drain else 0.0
+            child.grace_s = drain_s + self._stop_timeout_s
+            child.term_sent_at = self._clock()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+            if drain_s:
+                log.info(
+                    "stopping vLLM (pid %d) with SIGTERM; requests in flight have %g s to finish",
+                    child.pid,
+                    drain_s,
+                )
+            else:
+                log.info("stopping vLLM (pid %d) with SIGTERM", child.pid)
         return child
 
     def escalate(self) -> None:
