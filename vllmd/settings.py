@@ -12,12 +12,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
+from vllmd.core.choices import AUTH_MODES, LOG_FORMATS, VARIANTS, AuthMode, LogFormat, Variant
 from vllmd.core.errors import VllmdError
 
-VARIANTS = ("nvidia", "rocm", "cpu")
-LOG_FORMATS = ("text", "json")
-AUTH_MODES = ("guard", "flag")
+C = TypeVar("C", bound=str)
 
 
 class SettingsError(VllmdError):
@@ -38,10 +38,10 @@ class Settings:
     loading_cap_s: float = 14_400.0
     stop_timeout_s: float = 30.0
     drain_timeout_s: float = 5.0
-    variant: str = "cpu"
+    variant: Variant = "cpu"
     ldconfig: bool = True
-    log_format: str = "text"
-    auth: str = "guard"
+    log_format: LogFormat = "text"
+    auth: AuthMode = "guard"
     watch_step_ms: int = 30
 
     @property
@@ -70,13 +70,18 @@ class Settings:
         return self.run_dir / "health.json"
 
 
-def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}")
-        return text
+def _choice(allowed: tuple[C, ...]) -> Callable[[str], C]:
+    def parse(text: str) -> C:
+        for choice in allowed:
+            if text == choice:
+                return choice
+        raise ValueError(f"expected one of {', '.join(allowed)}")
 
     return parse
+
+
+def _metavar(allowed: tuple[str, ...]) -> str:
+    return "|".join(allowed)
 
 
 def _port(text: str) -> int:
@@ -171,7 +176,12 @@ OPTIONS: dict[str, Option] = {
             "S",
         ),
         Option(
-            "variant", ("--variant",), "VLLMD_VARIANT", _choice(VARIANTS), "image variant", "NAME"
+            "variant",
+            ("--variant",),
+            "VLLMD_VARIANT",
+            _choice(VARIANTS),
+            "image variant",
+            _metavar(VARIANTS),
         ),
         Option(
             "ldconfig",
@@ -187,7 +197,7 @@ OPTIONS: dict[str, Option] = {
             "VLLMD_LOG_FORMAT",
             _choice(LOG_FORMATS),
             "log line format",
-            "text|json",
+            _metavar(LOG_FORMATS),
         ),
         Option(
             "auth",
@@ -195,7 +205,7 @@ OPTIONS: dict[str, Option] = {
             "VLLMD_AUTH",
             _choice(AUTH_MODES),
             "how vLLM checks the key: guard (live key, no restart on rotation) or flag (--api-key)",
-            "guard|flag",
+            _metavar(AUTH_MODES),
         ),
         Option(
             "watch_step_ms",

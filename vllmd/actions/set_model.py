@@ -20,9 +20,10 @@ import msgspec
 
 from vllmd.actions.result import ActionError, ActionResult, group, member, single
 from vllmd.core.argsplit import join_args, parse_custom, parse_env
+from vllmd.core.choices import TIERS, is_tier
 from vllmd.core.fit import Fit, default_fit, fit_catalog, fitting
 from vllmd.core.launch import model_of
-from vllmd.core.presets import CUSTOM, TIERS, Catalog, load_catalog
+from vllmd.core.presets import CUSTOM, Catalog, load_catalog
 from vllmd.hardware.tiers import Hardware, detect
 from vllmd.settings import Settings
 from vllmd.state.atomicfile import aside_path
@@ -55,7 +56,7 @@ def hardware_for(args: argparse.Namespace, settings: Settings) -> Hardware:
             "--tier and --memory-gb go together (and --gpus needs both): state the tier and the "
             "memory per GPU, e.g. --tier nvidia-hopper --memory-gb 141, or give none to detect"
         )
-    if tier not in TIERS:
+    if not is_tier(tier):
         raise ActionError(f"--tier {tier!r}: not a tier; the tiers are {', '.join(TIERS)}")
     count = 1 if gpus is None else int(_number(gpus, "--gpus", whole=True))
     if tier == "cpu" and count != 1:

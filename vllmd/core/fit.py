@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vllmd.core.presets import TIERS, Build, Catalog, Preset
+from vllmd.core.choices import TIERS, Tier
+from vllmd.core.presets import Build, Catalog, Preset
 
 
 def gb_text(value: float) -> str:
@@ -28,7 +29,7 @@ class Machine:
     tensor parallelism may spread a model over (1 on a CPU, a unified-memory GPU or mixed cards).
     """
 
-    tier: str
+    tier: Tier
     memory_gb: float
     devices: int = 1
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from vllmd.core.choices import AuthMode
 from vllmd.core.schema import Store
 from vllmd.guard import KEY_FILE_ENV, ApiKeyGuard
 
@@ -57,7 +58,7 @@ class LaunchSettings(Protocol):
     @property
     def port(self) -> int: ...
     @property
-    def auth(self) -> str: ...
+    def auth(self) -> AuthMode: ...
     @property
     def models_dir(self) -> Path: ...
     @property

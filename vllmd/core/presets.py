@@ -17,11 +17,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from vllmd.core.choices import TIERS, Tier
 from vllmd.core.errors import VllmdError
 from vllmd.core.launch import FIXED_FLAGS, flag_name
-
-TIERS = ("nvidia-blackwell", "nvidia-hopper", "nvidia-older", "amd", "cpu")
-"""Every hardware tier, strongest NVIDIA first (CONTRACT §5)."""
 
 CUSTOM = "custom"
 """The selection that stands for custom arguments; no preset may take this id."""
@@ -94,7 +92,7 @@ class Tiers(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="keb
         build: Build | None = getattr(self, tier.replace("-", "_"))
         return build
 
-    def items(self) -> Iterator[tuple[str, Build]]:
+    def items(self) -> Iterator[tuple[Tier, Build]]:
         """Each tier that has a build, with it, in :data:`TIERS` order."""
         for tier in TIERS:
             build = self.get(tier)
@@ -149,7 +147,7 @@ def _explain(exc: msgspec.ValidationError, data: bytes, source: str) -> str:
     return f"{source}: {where}: {found['what']}"
 
 
-def _check_build(preset: Preset, tier: str, build: Build) -> None:
+def _check_build(preset: Preset, tier: Tier, build: Build) -> None:
     where = f"preset {preset.id!r}, field tiers.{tier}"
     problem = model_id_problem(build.model)
     if problem is not None:

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vllmd.core.choices import TIERS, Tier, Variant
 from vllmd.core.fit import Machine
-from vllmd.core.presets import TIERS
 from vllmd.hardware.probes import (
     GIB,
     Gpu,
@@ -44,18 +44,18 @@ class Hardware:
     the ``cpu`` tier, ``notes`` what else is worth knowing (a cgroup limit, a skipped card).
     """
 
-    tier: str
+    tier: Tier
     budget_gb: float
     identical_gpus: int = 1
     gpus: tuple[Gpu, ...] = ()
     system_memory_bytes: int | None = None
-    variant: str = "cpu"
+    variant: Variant = "cpu"
     source: str = "detected"
     reason: str | None = None
     notes: tuple[str, ...] = field(default=())
 
     @classmethod
-    def given(cls, tier: str, memory_gb: float, gpus: int = 1) -> Hardware:
+    def given(cls, tier: Tier, memory_gb: float, gpus: int = 1) -> Hardware:
         """The hardware a caller states (``--tier``, ``--memory-gb``, ``--gpus``), not detected."""
         Machine(tier, memory_gb, gpus)  # the same checks as fitting
         return cls(tier=tier, budget_gb=memory_gb, identical_gpus=gpus, source="given")
@@ -114,7 +114,7 @@ class Hardware:
 # ---- pure rules ---------------------------------------------------------------------------------
 
 
-def nvidia_tier(major: int, minor: int) -> str | None:
+def nvidia_tier(major: int, minor: int) -> Tier | None:
     """The tier of an NVIDIA compute capability; ``None`` below 8.0 (no preset runs there).
 
     10.x and 12.x are Blackwell (B200, RTX 50, GB10); 11.x is Blackwell too (Jetson Thor), and
@@ -129,7 +129,7 @@ def nvidia_tier(major: int, minor: int) -> str | None:
     return None
 
 
-def weakest(tiers: Sequence[str]) -> str:
+def weakest(tiers: Sequence[Tier]) -> Tier:
     """The weakest of ``tiers``: mixed cards run what the weakest card can."""
     return max(tiers, key=TIERS.index)
 
@@ -142,8 +142,8 @@ def _identical(gpus: Sequence[Gpu]) -> bool:
 
 
 def summarize(
-    gpus: Sequence[Gpu], tiers: Sequence[str], system_memory_bytes: int | None
-) -> tuple[str, float, int, list[str]]:
+    gpus: Sequence[Gpu], tiers: Sequence[Tier], system_memory_bytes: int | None
+) -> tuple[Tier, float, int, list[str]]:
     """Tier, budget per device (GiB), identical GPUs and notes for detected ``gpus``.
 
     A unified-memory GPU counts the system memory; mixed cards take the weakest tier and the
@@ -171,13 +171,13 @@ def summarize(
 # ---- probes -------------------------------------------------------------------------------------
 
 
-def _fallback(variant: str, reason: str, memory: int | None, notes: list[str]) -> Hardware:
+def _fallback(variant: Variant, reason: str, memory: int | None, notes: list[str]) -> Hardware:
     log.warning("falling back to the cpu tier: %s", reason)
     budget = whole_gib(memory) if memory is not None else 0.0
     return Hardware("cpu", budget, 1, (), memory, variant, reason=reason, notes=tuple(notes))
 
 
-def _detect(variant: str, root: Path, nvml_loader: Callable[[], Nvml]) -> Hardware:
+def _detect(variant: Variant, root: Path, nvml_loader: Callable[[], Nvml]) -> Hardware:
     memory, notes = system_memory(root)
     if variant == "nvidia":
         try:
@@ -190,7 +190,7 @@ def _detect(variant: str, root: Path, nvml_loader: Callable[[], Nvml]) -> Hardwa
             return _fallback(variant, f"NVML failed: {exc or type(exc).__name__}", memory, notes)
         if not gpus:
             return _fallback(variant, "NVML found no NVIDIA GPU", memory, notes)
-        tiers = []
+        tiers: list[Tier] = []
         for gpu in gpus:
             major, minor = (int(p) for p in (gpu.compute_capability or "0.0").split("."))
             tier = nvidia_tier(major, minor)
@@ -206,7 +206,7 @@ def _detect(variant: str, root: Path, nvml_loader: Callable[[], Nvml]) -> Hardwa
         notes += amd_notes
         if not gpus:
             return _fallback(variant, "no AMD GPU with VRAM found in sysfs", memory, notes)
-        tiers = ["amd"] * len(gpus)
+        tiers = ["amd" for _ in gpus]
     else:
         notes.append("the cpu image does not look for GPUs")
         budget = whole_gib(memory) if memory is not None else 0.0
@@ -216,7 +216,7 @@ def _detect(variant: str, root: Path, nvml_loader: Callable[[], Nvml]) -> Hardwa
 
 
 def detect(
-    variant: str, root: Path = Path("/"), nvml_loader: Callable[[], Nvml] = load_nvml
+    variant: Variant, root: Path = Path("/"), nvml_loader: Callable[[], Nvml] = load_nvml
 ) -> Hardware:
     """Detect the hardware the ``variant`` image can use; never raises (falls back to ``cpu``)."""
     try:
