@@ -49,8 +49,19 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from vllmd.demo.demo import demo_command
-
+    try:
+        from vllmd.demo.demo import demo_command
+    except ModuleNotFoundError as exc:
+        # The images leave the demo tooling out: they already hold vLLM, and the demo would
+        # pip-install gigabytes next to it.
+        if not (exc.name or "").startswith("vllmd.demo"):
+            raise
+        print(
+            "vllmd demo: the demo tooling is not installed here (the container images leave it "
+            "out; they already run vLLM). Run `vllmd demo` from a checkout of the repository.",
+            file=sys.stderr,
+        )
+        return 1
     return demo_command(args, settings)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vllmd.core.shm import SHM_ADVICE
+
 
 @dataclass(frozen=True, slots=True)
 class Cause:
@@ -57,6 +59,13 @@ CAUSES = (
         re.compile(r"DefaultCPUAllocator: can't allocate memory|\[Errno 12\] Cannot allocate"),
         "The system ran out of memory.",
         "Pick a smaller preset in Set Model.",
+    ),
+    Cause(
+        "shm-too-small",
+        re.compile(r"Insufficient space in /dev/shm"),
+        "/dev/shm, the shared memory vLLM's engine talks through, is too small (a container "
+        "runtime gives it 64 MiB unless told otherwise).",
+        SHM_ADVICE,
     ),
     Cause(
         "disk-full",
