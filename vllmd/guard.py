@@ -22,17 +22,19 @@ call ``ApiKeyGuard(app)``), copied there as this single file: standard library o
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Literal
 
-__all__ = ["KEY_FILE_ENV", "ApiKeyGuard"]
+__all__ = ["KEY_FILE_ENV", "MAX_KEY_FILE_BYTES", "ApiKeyGuard", "parse_key", "read_key_file"]
 
 # A fixed name rather than __name__: the daemon and vLLM's process must agree on it however the
 # file was imported.
@@ -54,7 +56,8 @@ ClockNs = Callable[[], int]
 """Wall-clock time in nanoseconds, like :func:`time.time_ns` (the clock file times are on)."""
 
 _KEY_PATTERN: Final = re.compile(r"[A-Za-z0-9]{22}")
-_MAX_FILE_BYTES: Final = 4_096
+MAX_KEY_FILE_BYTES: Final = 4_096
+"""The largest key file accepted, by the guard and the daemon alike (a key file is ~30 bytes)."""
 # A file changed this recently may change again with the same inode, size and mtime_ns (coarse
 # file timestamps tick every few ms, some file systems every 1-2 s), so the guard re-reads it on
 # every request until it has been still this long; git calls this the "racily clean" index entry.
@@ -77,11 +80,17 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
-def _parse_key(data: bytes) -> tuple[str | None, str]:
-    """The key in ``data``, or None and why not (a reason that never quotes the content)."""
+def parse_key(data: bytes) -> tuple[str | None, str]:
+    """The key in the key file's content ``data``, or None and why not.
+
+    The daemon validates with this same function, so the guard and the daemon accept exactly the
+    same files. The reason never quotes the content. Never raises.
+    """
+    if len(data) > MAX_KEY_FILE_BYTES:
+        return None, f"larger than {MAX_KEY_FILE_BYTES} bytes"
     try:
         document = json.loads(data)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+    except (ValueError, RecursionError):  # bad JSON or encoding; nesting deeper than Python's
         return None, "not JSON"
     key = document.get("apiKey") if isinstance(document, dict) else None
     if not isinstance(key, str):
@@ -89,6 +98,29 @@ def _parse_key(data: bytes) -> tuple[str | None, str]:
     if _KEY_PATTERN.fullmatch(key) is None:
         return None, "$.apiKey is not 22 characters of [A-Za-z0-9]"
     return key, ""
+
+
+def read_key_file(path: str) -> bytes:
+    """At most ``MAX_KEY_FILE_BYTES + 1`` bytes of ``path``; OSError unless a regular file.
+
+    Opened without blocking and checked to be a regular file before reading: a FIFO in the key
+    file's place would otherwise block vLLM's event loop, and ``/dev/zero`` would never end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_KEY_FILE_BYTES:
+            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class ApiKeyGuard:
@@ -201,18 +233,14 @@ class ApiKeyGuard:
         self._identity = identity
         self._racy = identity[2] >= self._clock_ns() - _RACY_WINDOW_NS
         try:
-            with open(path, "rb") as file:
-                data = file.read(_MAX_FILE_BYTES + 1)
+            data = read_key_file(path)
         except FileNotFoundError:
             self._fail("missing", "")
             return
         except OSError as exc:
             self._fail("unreadable", exc.strerror or type(exc).__name__)
             return
-        if len(data) > _MAX_FILE_BYTES:
-            key, reason = None, f"larger than {_MAX_FILE_BYTES} bytes"
-        else:
-            key, reason = _parse_key(data)
+        key, reason = parse_key(data)
         if key is None:
             self._digest = None
             self._enter("invalid", reason)

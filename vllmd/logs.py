@@ -1,7 +1,9 @@
 """Log lines on stderr: ``LEVEL component: message``, or one JSON object per line.
 
 Every record passes through the process-wide masker before it is formatted, so a key can reach a
-log call by mistake and still never reach the stream.
+log call by mistake and still never reach the stream; and its control characters are escaped, so
+one event stays one line whatever the values in it hold (a newline in a serve argument cannot
+forge a line of ours).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import msgspec
 
+from vllmd.core.escape import json_one_line, one_line
 from vllmd.core.masking import masker
 
 _json = msgspec.json.Encoder()
@@ -51,7 +55,7 @@ def vllm_line_json(stream: str, line: str, created: float | None = None) -> byte
         "stream": stream,
         "message": masker.mask(line),
     }
-    return _json.encode(entry) + b"\n"
+    return json_one_line(_json.encode(entry).decode()).encode() + b"\n"
 
 
 class TextFormatter(logging.Formatter):
@@ -62,7 +66,7 @@ class TextFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
-        return masker.mask(f"{record.levelname} {_component(record.name)}: {message}")
+        return one_line(masker.mask(f"{record.levelname} {_component(record.name)}: {message}"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,12 +83,38 @@ class JsonFormatter(logging.Formatter):
             "component": _component(record.name),
             "message": masker.mask(message),
         }
-        return _json.encode(line).decode()
+        return json_one_line(_json.encode(line).decode())
 
 
-def setup_logging(log_format: str = "text", stream: TextIO | None = None) -> None:
-    """Send vllmd's log records to ``stream`` (stderr) in the chosen format."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class _WriteHandler(logging.Handler):
+    """Hands each formatted record, as one line of bytes, to ``write`` (which must not block)."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._write = write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record`` and write it."""
+        try:
+            self._write(self.format(record).encode(errors="replace") + b"\n")
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(
+    log_format: str = "text",
+    stream: TextIO | None = None,
+    *,
+    write: Callable[[bytes], None] | None = None,
+) -> None:
+    """Send vllmd's log records to ``stream`` (stderr), or to ``write``, in the chosen format.
+
+    The daemon passes ``write`` (its non-blocking stderr) so that a log line never blocks the
+    event loop when nobody reads the stream.
+    """
+    handler: logging.Handler = (
+        _WriteHandler(write) if write is not None else logging.StreamHandler(stream or sys.stderr)
+    )
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("vllmd")
     root.handlers[:] = [handler]

@@ -19,35 +19,65 @@ def redact(key: str) -> str:
     return f"{key[:4]}…" if len(key) > 8 else MASK
 
 
+MAX_KEYS = 16
+"""API keys remembered: the current one and those it replaced (an old vLLM may print one)."""
+MAX_SECRETS = 64
+"""Other secrets remembered (``serveEnv`` values, ``--hf-token``), newest first."""
+
+
 class Masker:
-    """Replaces every known key in text with :data:`MASK`."""
+    """Replaces every known key and secret in text with :data:`MASK`.
+
+    The API keys are kept apart from the other secrets, each in its own bounded list: however
+    many ``serveEnv`` values a launch carries, they can never push the key out (issue 11).
+    """
 
     def __init__(self) -> None:
         self._keys: tuple[str, ...] = ()
+        self._secrets: tuple[str, ...] = ()
+        self._all: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
-    def add(self, key: str) -> None:
-        """Remember ``key`` so it is masked from now on (the last 32 secrets are kept).
+    def add_key(self, key: str) -> None:
+        """Remember the API key ``key`` so it is masked from now on, whatever else is added."""
+        if len(key) < MIN_SECRET or key in self._keys:
+            return
+        with self._lock:
+            self._keys = (key, *self._keys)[:MAX_KEYS]
+            self._rebuild()
+
+    def add(self, secret: str) -> None:
+        """Remember another ``secret`` so it is masked from now on (the newest are kept).
 
         Secrets shorter than :data:`MIN_SECRET` are ignored: masking every ``1`` in a log would
         hide nothing and garble everything.
         """
-        if len(key) < MIN_SECRET or key in self._keys:
+        if len(secret) < MIN_SECRET or secret in self._secrets:
             return
         with self._lock:
-            self._keys = (key, *self._keys)[:32]
+            self._secrets = (secret, *self._secrets)[:MAX_SECRETS]
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Longest first: a secret that contains another is masked whole, not around the other.
+        self._all = tuple(sorted(set(self._keys + self._secrets), key=len, reverse=True))
+
+    @property
+    def longest(self) -> int:
+        """The length in UTF-8 bytes of the longest secret known (0 when none)."""
+        return max((len(secret.encode()) for secret in self._all), default=0)
 
     def mask(self, text: str) -> str:
-        """``text`` with every known key replaced by :data:`MASK`."""
-        for key in self._keys:
-            if key in text:
-                text = text.replace(key, MASK)
+        """``text`` with every known key and secret replaced by :data:`MASK`."""
+        for secret in self._all:
+            if secret in text:
+                text = text.replace(secret, MASK)
         return text
 
     def mask_bytes(self, data: bytes) -> bytes:
-        """``data`` with every known key replaced by :data:`MASK`."""
-        for key in self._keys:
-            encoded = key.encode()
+        """``data`` with every known key and secret replaced by :data:`MASK`."""
+        for secret in self._all:
+            encoded = secret.encode()
             if encoded in data:
                 data = data.replace(encoded, MASK.encode())
         return data

@@ -2,7 +2,8 @@
 
 asyncio's ``readline`` fails on lines over 64 KiB, and tqdm draws progress bars with ``\\r``: so we
 read chunks, cut them at ``\\n`` or ``\\r``, flush an endless line in pieces, keeping a short tail
-back so that a key split across two reads is still masked.
+back so that a key split across two reads is still masked. Control bytes other than the line ends
+are escaped on the way (a terminal escape in vLLM's output cannot rewrite what was shown).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import BinaryIO
 
 import anyio
 
+from vllmd.core.escape import safe_output
 from vllmd.core.masking import masker
 
 CHUNK = 65_536
@@ -43,7 +45,10 @@ class LinePump:
                 if line:
                     self._on_line(line.decode(errors="replace"))
         if len(buffer) > CHUNK:
-            piece, buffer = buffer[:-HOLD_BACK], buffer[-HOLD_BACK:]
+            # Keep back more than the longest secret (a long serveEnv value too), so that one
+            # split across two reads is still masked whole.
+            hold = max(HOLD_BACK, masker.longest + 1)
+            piece, buffer = buffer[:-hold], buffer[-hold:]
             self._emit(piece)
             self._on_line(piece.decode(errors="replace"))  # a piece of an endless line
         self._buffer = buffer
@@ -57,7 +62,7 @@ class LinePump:
             self._on_line(rest.decode(errors="replace").strip("\r\n"))
 
     def _emit(self, data: bytes) -> None:
-        self._sink(data)
+        self._sink(safe_output(data))
 
 
 def stream_sink(stream: BinaryIO) -> Callable[[bytes], None]:

@@ -82,7 +82,7 @@ def aside_path(path: Path) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     candidate = path.with_name(f"{path.name}.invalid-{stamp}")
     n = 1
-    while candidate.exists():
+    while os.path.lexists(candidate):  # a dangling symlink is taken too
         n += 1
         candidate = path.with_name(f"{path.name}.invalid-{stamp}-{n}")
     return candidate
