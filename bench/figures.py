@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.files import BenchError, seq_of, valid_key
-from bench.procs import Daemon, Fleet, group_members, ms, pid_alive, usage, wait_exit
+from bench.procs import Daemon, Fleet, ms, usage, wait_exit
+from vllmd.process.proc import group_members
+from vllmd.process.proc import is_alive as pid_alive
 
 COOLDOWN_S = 1.1
 """Space between a start and the next write: vllmd acts on a change at once only when it has not

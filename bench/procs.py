@@ -20,6 +20,8 @@ from types import TracebackType
 from typing import Any
 
 from bench.files import BenchError, Volumes, wait_until
+from vllmd.process.proc import group_members, stat, status, threads
+from vllmd.process.proc import is_alive as pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "tests" / "standin" / "vllm"
@@ -82,31 +84,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live members of process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in "ZX":
-            members.append(int(entry))
-    return members
 
 
 def wait_exit(pid: int, timeout_s: float) -> float | None:
@@ -231,24 +208,19 @@ class Daemon:
 
 def usage(pid: int) -> dict[str, float]:
     """CPU seconds (all threads), RSS and context switches (summed over live threads) of ``pid``."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields, whole = stat(pid), status(pid)
+    if fields is None or whole is None:
+        raise BenchError(f"pid {pid} exited before its usage was read")
     cpu_s = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, fields 14 and 15
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
     voluntary = involuntary = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches"):
-                    voluntary += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches"):
-                    involuntary += int(line.split()[1])
+    for thread in threads(pid):
+        one = status(pid, thread=thread) or {}  # a thread that ended counts no more
+        voluntary += int(one.get("voluntary_ctxt_switches", 0))
+        involuntary += int(one.get("nonvoluntary_ctxt_switches", 0))
     return {
         "cpu_s": cpu_s,
-        "rss_mb": int(status["VmRSS"].split()[0]) * 1024 / 1e6,  # kB are KiB; MB are 10^6 B
+        "rss_mb": int(whole["VmRSS"].split()[0]) * 1024 / 1e6,  # kB are KiB; MB are 10^6 B
         "voluntary": voluntary,
         "involuntary": involuntary,
-        "threads": int(status["Threads"]),
+        "threads": int(whole["Threads"]),
     }

@@ -9,7 +9,7 @@ import sys
 from vllmd.core.backoff import Backoff
 from vllmd.core.masking import MASK, masker
 from vllmd.process.logpump import CHUNK, LinePump
-from vllmd.process.procgroup import live_members
+from vllmd.process.proc import group_members
 from vllmd.process.supervisor import describe_exit
 from vllmd.state.credentials import new_key
 
@@ -79,10 +79,10 @@ def test_live_members_sees_a_group_and_not_its_zombies() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                             start_new_session=True)  # fmt: skip
     try:
-        assert live_members(proc.pid) == [proc.pid]
+        assert group_members(proc.pid) == [proc.pid]
         proc.kill()
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # a zombie now, not reaped
-        assert live_members(proc.pid) == []
+        assert group_members(proc.pid) == []
     finally:
         proc.kill()
         proc.wait()

@@ -11,7 +11,8 @@ from conftest import STANDIN, free_port, read_records
 
 from vllmd.core.launch import Launch
 from vllmd.process.logpump import LinePump
-from vllmd.process.procgroup import Reaper, live_members
+from vllmd.process.proc import group_members
+from vllmd.process.procgroup import Reaper
 from vllmd.process.supervisor import Child, Output, Supervisor
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +43,7 @@ async def test_a_member_that_survives_sigkill_is_reported_and_the_next_start_goe
     stuck_forever = 4_194_999  # a pid that "never dies": the driver case, injected
 
     def members(pgid: int) -> list[int]:
-        return [*live_members(pgid), stuck_forever]
+        return [*group_members(pgid), stuck_forever]
 
     async with anyio.create_task_group() as tg:
         supervisor = Supervisor(tg, Reaper(reap_orphans=False), _output([]), exits.append,

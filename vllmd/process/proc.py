@@ -7,6 +7,7 @@ few seconds) imports this module. Every reader takes ``proc_root`` so that tests
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -22,23 +23,112 @@ def stat_fields(text: str) -> list[str]:
     return text[text.rindex(")") + 2 :].split()
 
 
+_READ_CAP = 64 * 1024
+"""More than any ``stat``, ``status`` or ``cmdline`` file vllmd reads holds."""
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The start of a ``/proc`` file (at most 64 KiB), or ``None`` when it cannot be read.
+
+    ``/proc`` files are generated on read and never block; one ``read`` call sees one
+    consistent snapshot of a small file, which ``Path.read_bytes``'s size-then-read does not
+    promise.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, _READ_CAP)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def stat(pid: int, proc_root: Path = PROC) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` from field 3 (the state) on, or ``None`` when gone."""
+    data = read_bytes(proc_root / str(pid) / "stat")
+    if not data:
+        return None
+    try:
+        return stat_fields(data.decode(errors="replace"))
+    except ValueError:  # no ")": not a stat line
+        return None
+
+
+def status(pid: int, proc_root: Path = PROC, *, thread: int | None = None) -> dict[str, str] | None:
+    """``/proc/PID/status`` (of one ``thread`` of it, if given) as name to value; ``None`` when
+    gone."""
+    where = proc_root / str(pid) if thread is None else proc_root / str(pid) / "task" / str(thread)
+    data = read_bytes(where / "status")
+    if data is None:
+        return None
+    found: dict[str, str] = {}
+    for line in data.decode(errors="replace").splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            found[name] = value.strip()
+    return found
+
+
+def cmdline(pid: int, proc_root: Path = PROC) -> list[str] | None:
+    """The arguments ``pid`` runs with (empty for a zombie or a kernel thread), or ``None``."""
+    data = read_bytes(proc_root / str(pid) / "cmdline")
+    if data is None:
+        return None
+    return [arg.decode(errors="replace") for arg in data.split(b"\0") if arg]
+
+
+def pids(proc_root: Path = PROC) -> list[int]:
+    """Every process id ``/proc`` shows now (empty when it cannot be listed)."""
+    try:
+        return [int(name) for name in os.listdir(proc_root) if name.isdigit()]
+    except OSError:
+        return []
+
+
+def threads(pid: int, proc_root: Path = PROC) -> list[int]:
+    """The thread ids of ``pid`` (empty when it is gone)."""
+    try:
+        return [int(name) for name in os.listdir(proc_root / str(pid) / "task") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def is_alive(pid: int, proc_root: Path = PROC) -> bool:
+    """Whether ``pid`` is a live process: it exists and is not a zombie (``Z``) or dead (``X``)."""
+    fields = stat(pid, proc_root)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def group_members(pgid: int, proc_root: Path = PROC) -> list[int]:
+    """Pids of the live processes in group ``pgid`` (zombies hold no memory: they do not count)."""
+    members: list[int] = []
+    for pid in pids(proc_root):
+        fields = stat(pid, proc_root)
+        if fields is None or len(fields) < 3:
+            continue  # exited while we looked
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(pid)
+    return members
+
+
 def start_time(pid: int, proc_root: Path = PROC) -> int | None:
     """When ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``).
 
     With the boot id it names one process for good: a pid is reused, a start time within one
     boot is not.
     """
+    fields = stat(pid, proc_root)
     try:
-        text = (proc_root / str(pid) / "stat").read_text(errors="replace")
-        return int(stat_fields(text)[19])  # field 22 of proc(5); fields[0] is field 3
-    except (OSError, ValueError, IndexError):
+        return None if fields is None else int(fields[19])  # field 22; fields[0] is field 3
+    except (ValueError, IndexError):
         return None
 
 
 def boot_id(proc_root: Path = PROC) -> str | None:
     """This boot's random id (``/proc/sys/kernel/random/boot_id``), or ``None`` when unreadable."""
-    try:
-        text = (proc_root / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
-    except OSError:
-        return None
+    data = read_bytes(proc_root / "sys" / "kernel" / "random" / "boot_id")
+    text = data.decode(errors="replace").strip() if data else ""
     return text or None

@@ -1,9 +1,8 @@
-"""Process groups and reaping, read from ``/proc``: who is left, and who is ours to reap.
+"""Reaping: who is ours to reap, and the one place that calls ``waitpid``.
 
-vLLM's main process, its ``VLLM::EngineCore`` and its workers share one process group. A stop is
-finished only when that group has no live member (zombies do not count: they hold no memory and
-vanish when reaped). A PID 1, or a child subreaper, inherits every orphan and must reap it, but
-must not steal the exit status of a child someone else waits for.
+A PID 1, or a child subreaper, inherits every orphan and must reap it, but must not steal the exit
+status of a child someone else waits for. Who is left in vLLM's process group is read from
+``/proc`` by :func:`vllmd.process.proc.group_members`.
 """
 
 from __future__ import annotations
@@ -11,42 +10,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from pathlib import Path
 
 import anyio
 
 log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def _stat_fields(text: str) -> list[str]:
-    # The command name is in parentheses and may contain spaces and parentheses itself.
-    return text[text.rindex(")") + 2 :].split()
-
-
-def live_members(pgid: int, proc: Path = Path("/proc")) -> list[int]:
-    """Pids of the processes in group ``pgid`` that are alive (not zombies)."""
-    members: list[int] = []
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return members
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            fd = os.open(f"{proc}/{name}/stat", os.O_RDONLY)
-            try:
-                fields = _stat_fields(os.read(fd, 4096).decode(errors="replace"))
-            finally:
-                os.close(fd)
-        except (OSError, ValueError):
-            continue  # exited while we looked
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            members.append(int(name))
-    return members
 
 
 def become_subreaper() -> bool:

@@ -26,7 +26,8 @@ from anyio.abc import TaskGroup
 
 from vllmd.core.launch import Launch, shown_argv
 from vllmd.process.logpump import LinePump, pump
-from vllmd.process.procgroup import Reaper, live_members
+from vllmd.process.proc import group_members
+from vllmd.process.procgroup import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         spawn: Spawn = _popen,
         escalated: anyio.Event | None = None,
-        members: Callable[[int], list[int]] = live_members,
+        members: Callable[[int], list[int]] = group_members,
     ) -> None:
         self._tg = tg
         self._reaper = reaper
