@@ -34,9 +34,6 @@ demo: setup
 bench *ARGS: setup
     {{python}} -m bench {{ARGS}}
 
-# Build one image: just image nvidia|rocm|cpu
-image VARIANT:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    source containers/versions.env
-    docker build -f containers/Containerfile.{{VARIANT}} --build-arg VLLM_VERSION="$VLLM_VERSION" -t vllmd:{{VARIANT}} .
+# Build one image with podman or docker, whichever is present: just image nvidia|rocm|cpu
+image VARIANT *FLAGS:
+    containers/build.sh {{VARIANT}} {{FLAGS}}

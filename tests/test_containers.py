@@ -1,8 +1,10 @@
-"""The Containerfiles agree with each other and with containers/versions.env.
+"""The Containerfiles agree with each other and with containers/versions.env; the build script.
 
-No container engine runs here, so the files are checked as text: each variant is present, the vLLM
-version is written once (versions.env) and reaches FROM through the ARG, and each image runs vllmd
-as PID 1 with the right signal, health check and variant. hadolint lints them when installed.
+Fast checks, without a container engine (tests/container/ builds and runs the cpu image for real):
+each variant is present, the vLLM version is written once (versions.env) and reaches FROM through
+the ARG, each image runs vllmd as PID 1 with the right signal, health check and variant, the three
+differ only where they must, and hadolint lints them. containers/build.sh (what `just image` runs)
+is driven with stand-in engines that print what they were asked.
 """
 
 from __future__ import annotations
@@ -161,3 +163,149 @@ def test_hadolint_finds_nothing(variant: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the three images differ only where they must -----------------------------------------------
+
+
+def _shape(variant: str) -> str:
+    """The Containerfile past its header comment, with what must differ replaced by placeholders."""
+    text = (CONTAINERS / f"Containerfile.{variant}").read_text()
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+    body = "\n".join(lines[first:])
+    body = body.replace(f"FROM {VARIANTS[variant]}:", "FROM UPSTREAM:")
+    return body.replace(f"VLLMD_VARIANT={variant}", "VLLMD_VARIANT=VARIANT")
+
+
+def test_the_three_containerfiles_differ_only_in_upstream_image_variant_and_header() -> None:
+    # Given the three Containerfiles
+    # When the upstream image, the variant and the header comment are set aside
+    shapes = {variant: _shape(variant) for variant in VARIANTS}
+    # Then what is left, comments included, is the same text
+    assert shapes["nvidia"] == shapes["cpu"]
+    assert shapes["rocm"] == shapes["cpu"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_containerfile_says_to_start_with_shm_size_and_why(variant: str) -> None:
+    comments = containerfile(variant).comments
+    assert "--shm-size=" in comments
+    assert "/dev/shm" in comments and "64 MiB" in comments
+
+
+def test_the_readmes_give_shm_size_and_why() -> None:
+    guide = (CONTAINERS / "README.md").read_text()
+    assert "--shm-size=4g" in guide and "Insufficient space in /dev/shm" in guide
+    assert "--stop-timeout=45" in guide and "127.0.0.1:8000:8000" in guide
+    assert "--shm-size" in (CONTAINERS.parent / "README.md").read_text()
+
+
+# -- what a build may see ------------------------------------------------------------------------
+
+
+def test_the_build_context_holds_only_what_the_images_install_and_no_demo() -> None:
+    # Given the ignore file podman and buildah read (docker reads .dockerignore, a link to it)
+    root = CONTAINERS.parent
+    rules = [
+        line.strip()
+        for line in (root / ".containerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert (root / ".dockerignore").resolve() == (root / ".containerignore").resolve()
+    # Then everything is left out first, then only what the Containerfiles copy is let in, and
+    # the demo tooling is left out again after vllmd/ (the last matching rule wins)
+    assert rules[0] == "*"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = set()
+    for variant in VARIANTS:
+        for copy in containerfile(variant).all("COPY"):
+            copied.update(source.rstrip("/") for source in copy.split()[:-1])
+    assert allowed == copied
+    assert rules.index("vllmd/demo/") > rules.index("!vllmd/")
+
+
+# -- containers/build.sh (what `just image VARIANT` runs) ---------------------------------------
+
+BUILD = CONTAINERS / "build.sh"
+_ECHO_ENGINE = """#!/usr/bin/env python3
+import json, sys
+print(json.dumps(sys.argv[1:]))
+"""
+
+
+def _engine(tmp_path: Path, name: str) -> Path:
+    """A stand-in engine named ``name`` that prints its arguments as JSON."""
+    program = tmp_path / name
+    program.write_text(_ECHO_ENGINE)
+    program.chmod(0o755)
+    return program
+
+
+def _build(variant: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(BUILD), variant, *extra],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+
+
+def test_just_image_runs_the_build_script() -> None:
+    justfile = (CONTAINERS.parent / "Justfile").read_text()
+    recipe = justfile[justfile.index("\nimage VARIANT") :]
+    assert "containers/build.sh {{VARIANT}}" in recipe
+    assert "docker build" not in justfile
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_with_podman_the_build_keeps_the_health_check_and_passes_the_version(
+    tmp_path: Path, variant: str
+) -> None:
+    # Given podman as the engine
+    podman = _engine(tmp_path, "podman")
+    env = {"PATH": "/usr/bin:/bin", "CONTAINER_ENGINE": str(podman)}
+    # When an image is built
+    done = _build(variant, env, "--layers")
+    # Then podman builds in docker format (HEALTHCHECK kept) with the version and the file
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout)
+    assert argv[0] == "build"
+    assert argv[argv.index("--format") + 1] == "docker"
+    assert f"VLLM_VERSION={versions_env()[VERSION_ARG]}" in argv
+    assert argv[argv.index("--file") + 1] == f"containers/Containerfile.{variant}"
+    assert argv[argv.index("--tag") + 1] == f"vllmd:{variant}"
+    assert "--layers" in argv and argv[-1] == "."
+
+
+def test_with_docker_the_build_passes_no_podman_flags(tmp_path: Path) -> None:
+    docker = _engine(tmp_path, "docker")
+    done = _build("cpu", {"PATH": "/usr/bin:/bin", "CONTAINER_ENGINE": str(docker)})
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout)
+    assert "--format" not in argv and "--volume" not in argv
+    assert argv[argv.index("--file") + 1] == "containers/Containerfile.cpu"
+
+
+def test_without_an_engine_the_build_says_what_to_install(tmp_path: Path) -> None:
+    # Given a PATH with the shell tools but neither podman nor docker
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "basename"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    # When an image is built
+    done = _build("cpu", {"PATH": str(bin_dir)})
+    # Then it fails with a message naming both engines
+    assert done.returncode == 1
+    assert "neither podman nor docker" in done.stderr
+
+
+def test_an_unknown_variant_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    podman = _engine(tmp_path, "podman")
+    done = _build("tpu", {"PATH": "/usr/bin:/bin", "CONTAINER_ENGINE": str(podman)})
+    assert done.returncode == 2
+    assert "nvidia, rocm or cpu" in done.stderr
