@@ -78,7 +78,7 @@ def key_regeneration(fleet: Fleet, n: int) -> list[float]:
     for _ in range(n):
         time.sleep(0.3)  # the daemon's reaction to its own write of the key is over
         old = valid_key(v.credentials)
-        v.watch.read(0)  # drain
+        v.watch.read_within(0)  # drain
         t0 = time.monotonic()
         os.unlink(v.credentials)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.inotify import Inotify
 from vllmd.core.errors import VllmdError
+from vllmd.daemon.inotify import Inotify
 
 KEY_RE = re.compile(r"^[A-Za-z0-9]{22}$")
 SAFETY_POLL_S = 0.02
@@ -44,7 +44,7 @@ def wait_until(
         if left <= 0:
             raise BenchError(f"timed out after {timeout_s} s waiting for {what}")
         if watch is not None:
-            watch.read(min(left, SAFETY_POLL_S))
+            watch.read_within(min(left, SAFETY_POLL_S))
         else:
             time.sleep(min(left, 0.005))
 
@@ -125,7 +125,7 @@ class Volumes:
         self.records = Records(root / "bench" / "record.jsonl")
         self.watch = Inotify()
         for folder in (root / "bench", self.data, self.public, self.run):
-            self.watch.add_watch(folder)
+            self.watch.add_folder(folder)
 
     def standin_args(self, seq: int) -> list[str]:
         """``serveArgs`` for the stand-in, recording here, marked with ``seq``."""

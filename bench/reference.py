@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.inotify import IN_MOVED_TO, Inotify
 from bench.procs import EXIT_AT_ONCE, reap, spawn, standin_argv
+from vllmd.daemon.inotify import IN_MOVED_TO, Inotify
 
 CHILD_MAX_S = 1_800
 """A reference child exits by itself after this long, whatever happens to the benchmark."""
@@ -35,8 +35,8 @@ def _inotify_child(folder: str, name: str) -> None:
         ino.add_watch(folder, IN_MOVED_TO)
         _emit({"armed": True})
         while (left := deadline - time.monotonic()) > 0:
-            for _wd, _mask, event_name in ino.read(left):  # blocked in poll: no idle wake-ups
-                if event_name == name:
+            for event in ino.read_within(left):  # blocked in poll: no idle wake-ups
+                if event.name == name:
                     _emit({"t_event": time.monotonic()})
 
 

@@ -92,3 +92,16 @@ async def test_a_recreated_folder_is_watched_again(tmp_path: Path) -> None:
             while True not in seen:
                 await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
+
+
+def test_inotify_read_within_returns_the_rename_and_nothing_when_quiet(tmp_path: Path) -> None:
+    # Given an inotify watch on a folder (the binding the benchmark also waits with)
+    with Inotify() as inotify:
+        inotify.add_folder(tmp_path)
+        # When nothing happens, then a bounded wait returns no event
+        assert inotify.read_within(0.01) == []
+        # When a file is renamed into place, then the wait returns its name
+        _write(tmp_path / "store.json", "{}")
+        names = {event.name for event in inotify.read_within(5)}
+        assert "store.json" in names
+    assert inotify.fd == -1  # closed on leaving the block

@@ -5,15 +5,20 @@ collected, so reaction time and idle cost pull against each other (step 10 ms: ~
 but 0.3 CPU-s a minute idle; step 50 ms: 0.11 CPU-s but ~100 ms, two steps, before a change is
 seen). An inotify descriptor in the event loop costs nothing until the kernel has an event and
 delivers it in microseconds. watchfiles stays the fallback where inotify is unavailable.
+
+Standard library only; the benchmark uses this binding too, outside any event loop
+(:meth:`Inotify.read_within`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import select
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 IN_MODIFY = 0x0000_0002
 IN_ATTRIB = 0x0000_0004
@@ -66,9 +71,13 @@ class Inotify:
             raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
         self.fd: int = fd
 
-    def add_folder(self, path: str) -> int:
+    def add_folder(self, path: str | os.PathLike[str]) -> int:
         """Watch the folder ``path`` (not recursively); return the watch descriptor."""
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), FOLDER_EVENTS | IN_ONLYDIR)
+        return self.add_watch(path, FOLDER_EVENTS | IN_ONLYDIR)
+
+    def add_watch(self, path: str | os.PathLike[str], mask: int) -> int:
+        """Watch ``path`` for the events in ``mask``; return the watch descriptor."""
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask)
         if wd < 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"inotify_add_watch {path}: {os.strerror(errno)}", path)
@@ -88,8 +97,28 @@ class Inotify:
             offset += length
             yield Event(wd, mask, os.fsdecode(name))
 
+    def read_within(self, timeout_s: float) -> list[Event]:
+        """Block up to ``timeout_s`` for the first event, then return every waiting one.
+
+        For callers outside an event loop; in one, wait until :attr:`fd` is readable instead.
+        """
+        poller = select.poll()  # not select.select: a descriptor may be above FD_SETSIZE
+        poller.register(self.fd, select.POLLIN)
+        return list(self.read()) if poller.poll(max(0, round(timeout_s * 1000))) else []
+
     def close(self) -> None:
-        """Release the descriptor and every watch on it."""
+        """Release the descriptor and every watch on it (idempotent)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __enter__(self) -> Inotify:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
