@@ -10,7 +10,8 @@ from typing import Annotated
 
 import msgspec
 
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# \Z, not $: Python's $ also matches before a final newline, and "HF_TOKEN\n" is no name.
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
 EnvName = Annotated[str, msgspec.Meta(pattern=ENV_NAME_PATTERN)]
 
 
@@ -39,3 +40,21 @@ class Store(msgspec.Struct, frozen=True):
     def model_selected(self) -> bool:
         """Whether a model is selected (a non-empty ``serveArgs``)."""
         return bool(self.serveArgs)
+
+
+def nul_problem(store: Store) -> str | None:
+    """Where ``store`` holds a NUL character, which no argument or variable can carry; or None.
+
+    JSON allows ``"\\u0000"`` in a string, but the kernel's argv and environment are
+    NUL-terminated: launching would fail (``embedded null byte``) after stopping what runs.
+    """
+    for n, arg in enumerate(store.serveArgs):
+        if "\0" in arg:
+            return f"$.serveArgs[{n}] holds a NUL character, which no program argument can carry"
+    for n, var in enumerate(store.serveEnv):
+        if "\0" in var.value:
+            return (
+                f"$.serveEnv[{n}].value (of {var.name}) holds a NUL character, which no "
+                "environment variable can carry"
+            )
+    return None
