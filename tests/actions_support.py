@@ -135,10 +135,13 @@ def vllmd_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_vllmd(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> Run:
-    """Run ``python -m vllmd ARGS`` to completion."""
+def run_vllmd(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30.0, stdin: str = ""
+) -> Run:
+    """Run ``python -m vllmd ARGS`` to completion, with ``stdin`` on its standard input."""
     done = subprocess.run(
         [sys.executable, "-m", "vllmd", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env or vllmd_env(),
@@ -188,9 +191,9 @@ class Vols:
             str(self.run_dir),
         ]
 
-    def action(self, name: str, *args: str) -> Run:
-        """``vllmd action NAME ARGS`` on these volumes."""
-        return run_vllmd("action", name, *self.flags(), *args)
+    def action(self, name: str, *args: str, stdin: str = "") -> Run:
+        """``vllmd action NAME ARGS`` on these volumes, ``stdin`` on its standard input."""
+        return run_vllmd("action", name, *self.flags(), *args, stdin=stdin)
 
     def write_store(self, value: Any) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -212,3 +215,59 @@ class Vols:
         (snapshot / "model.safetensors").symlink_to("../../blobs/sha-weights")
         (snapshot / "config.json").symlink_to("../../blobs/sha-config")
         return folder
+
+
+def check_set_model_form(document: Any) -> None:
+    """Assert ``document`` has exactly the shape CONTRACT.md §4 pins for ``set-model --form``."""
+    assert isinstance(document, dict)
+    assert set(document) == {"version", "hardware", "default", "current", "presets"}
+    assert document["version"] == 1
+    hardware = document["hardware"]
+    assert set(hardware) == {"tier", "budget_gb", "gpus", "source", "notes"}
+    assert isinstance(hardware["tier"], str)
+    assert isinstance(hardware["budget_gb"], int | float) and hardware["budget_gb"] > 0
+    assert isinstance(hardware["gpus"], int) and hardware["gpus"] >= 1
+    assert hardware["source"] in ("detected", "stated")
+    assert all(isinstance(note, str) for note in hardware["notes"])
+    current = document["current"]
+    assert set(current) == {"selection", "customArgs", "envNames"}
+    assert current["selection"] is None or isinstance(current["selection"], str)
+    assert isinstance(current["customArgs"], str)
+    assert all(isinstance(name, str) for name in current["envNames"])
+    ids = []
+    for preset in document["presets"]:
+        assert set(preset) == {
+            "id",
+            "name",
+            "fits",
+            "reason",
+            "tensorParallelSize",
+            "maxModelLen",
+            "minMemoryGb",
+        }
+        assert isinstance(preset["id"], str) and isinstance(preset["name"], str)
+        assert isinstance(preset["fits"], bool) and isinstance(preset["reason"], str)
+        assert preset["reason"]
+        for key in ("tensorParallelSize", "maxModelLen", "minMemoryGb"):
+            assert preset[key] is None or (isinstance(preset[key], int) and preset[key] > 0)
+        if preset["fits"]:
+            assert preset["tensorParallelSize"] is not None and preset["maxModelLen"] is not None
+        ids.append(preset["id"])
+    assert "custom" not in ids  # Custom is always possible and is not listed
+    fitting = [p["id"] for p in document["presets"] if p["fits"]]
+    assert document["default"] == (fitting[0] if fitting else "custom")
+
+
+def check_cache_form(document: Any) -> None:
+    """Assert ``document`` has exactly the shape CONTRACT.md §4 pins for
+    ``delete-model-cache --form``, largest model first."""
+    assert isinstance(document, dict)
+    assert set(document) == {"version", "models"}
+    assert document["version"] == 1
+    for model in document["models"]:
+        assert set(model) == {"id", "bytes", "selected"}
+        assert isinstance(model["id"], str) and model["id"]
+        assert isinstance(model["bytes"], int) and model["bytes"] >= 0
+        assert isinstance(model["selected"], bool)
+    sizes = [model["bytes"] for model in document["models"]]
+    assert sizes == sorted(sizes, reverse=True)

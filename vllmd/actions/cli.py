@@ -10,15 +10,108 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
+from vllmd.actions.requests import (
+    DeleteModelCache,
+    EnvChange,
+    GetApiKey,
+    SetModel,
+    SetModelMode,
+    StatedHardware,
+)
 from vllmd.core.errors import VllmdError
 from vllmd.settings import Settings, add_options
 
+if TYPE_CHECKING:
+    from vllmd.actions.result import ActionError
+
 EXIT_OK = 0
 EXIT_ERROR = 1
+ENV_STDIN_LIMIT_BYTES = 1 << 20
+"""More than this on standard input for ``--env-stdin`` is refused rather than read."""
 
-Action = Callable[[argparse.Namespace, Settings], Any]
+Request = TypeVar("Request")
+
+
+class Printable(Protocol):
+    """What an action returns: an action result or a form, printable both ways."""
+
+    def to_json(self) -> str: ...
+    def to_text(self) -> str: ...
+
+
+def _error(message: str) -> ActionError:
+    from vllmd.actions.result import ActionError
+
+    return ActionError(message)
+
+
+def _hardware_of(args: argparse.Namespace) -> StatedHardware:
+    return StatedHardware(tier=args.tier, memory_gb=args.memory_gb, gpus=args.gpus)
+
+
+def read_env_lines(stream: BinaryIO) -> tuple[str, ...]:
+    """``NAME=VALUE`` lines from ``stream`` (UTF-8), empty lines left out; never echoes a value."""
+    data = stream.read(ENV_STDIN_LIMIT_BYTES + 1)
+    if len(data) > ENV_STDIN_LIMIT_BYTES:
+        raise _error(
+            f"--env-stdin: more than {ENV_STDIN_LIMIT_BYTES:,} bytes on standard input; give "
+            "one NAME=VALUE line per variable"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _error(
+            f"--env-stdin: standard input is not UTF-8 text (byte {exc.start}); give one "
+            "NAME=VALUE line per variable"
+        ) from None
+    return tuple(line for line in text.split("\n") if line)
+
+
+def set_model_request(args: argparse.Namespace, stdin: BinaryIO) -> SetModel:
+    """The typed ``set-model`` request; standard input is read only for ``--env-stdin``."""
+    chosen: list[tuple[SetModelMode, str]] = []
+    if args.preset is not None:
+        chosen.append(("preset", args.preset))
+    if args.custom is not None:
+        chosen.append(("custom", args.custom))
+    if args.list:
+        chosen.append(("list", ""))
+    if args.form:
+        chosen.append(("form", ""))
+    if len(chosen) != 1:
+        raise _error(
+            "give exactly one of --preset ID, --custom ARGS, --list or --form "
+            "(run set-model --list to see the presets)"
+        )
+    given = [
+        flag
+        for flag, on in (
+            ("--env", args.env is not None),
+            ("--env-stdin", args.env_stdin),
+            ("--clear-env", args.clear_env),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise _error(f"{' and '.join(given)} contradict each other: give one of them")
+    env = EnvChange()
+    if args.env is not None:
+        env = EnvChange(tuple(args.env), "--env")
+    elif args.env_stdin:
+        env = EnvChange(read_env_lines(stdin), "--env-stdin")
+    elif args.clear_env:
+        env = EnvChange((), "--clear-env")
+    mode, value = chosen[0]
+    return SetModel(mode, value, env, _hardware_of(args), bool(args.force))
+
+
+def delete_model_cache_request(args: argparse.Namespace) -> DeleteModelCache:
+    """The typed ``delete-model-cache`` request."""
+    if args.form and args.model is not None:
+        raise _error("--form lists the cache and deletes nothing: leave --model out")
+    return DeleteModelCache(model=args.model, form=bool(args.form), force=bool(args.force))
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -29,36 +122,49 @@ def _describe_os_error(exc: OSError) -> str:
     )
 
 
-def _run(name: str, action: Action, args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``action`` and print its result; a user error goes to stderr with exit 1."""
+def _run(
+    name: str,
+    build: Callable[[], Request],
+    action: Callable[[Request, Settings], Printable],
+    settings: Settings,
+    text: bool,
+) -> int:
+    """Build the request, run ``action`` and print its result; a user error goes to stderr
+    with exit 1."""
     try:
-        result = action(args, settings)
+        result = action(build(), settings)
     except VllmdError as exc:
         print(f"vllmd {name}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:
         print(f"vllmd {name}: {_describe_os_error(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    sys.stdout.write(result.to_text() if args.text else result.to_json())
+    sys.stdout.write(result.to_text() if text else result.to_json())
     return EXIT_OK
 
 
 def _get_api_key(args: argparse.Namespace, settings: Settings) -> int:
     from vllmd.actions.get_api_key import get_api_key
 
-    return _run("action get-api-key", get_api_key, args, settings)
+    return _run("action get-api-key", GetApiKey, get_api_key, settings, args.text)
 
 
 def _set_model(args: argparse.Namespace, settings: Settings) -> int:
     from vllmd.actions.set_model import set_model
 
-    return _run("action set-model", set_model, args, settings)
+    def build() -> SetModel:
+        return set_model_request(args, sys.stdin.buffer)
+
+    return _run("action set-model", build, set_model, settings, args.text)
 
 
 def _delete_model_cache(args: argparse.Namespace, settings: Settings) -> int:
     from vllmd.actions.delete_model_cache import delete_model_cache
 
-    return _run("action delete-model-cache", delete_model_cache, args, settings)
+    def build() -> DeleteModelCache:
+        return delete_model_cache_request(args)
+
+    return _run("action delete-model-cache", build, delete_model_cache, settings, args.text)
 
 
 def _hardware(args: argparse.Namespace, settings: Settings) -> int:
@@ -112,6 +218,12 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
         help="list every preset, whether it fits this hardware and why, the default and the "
         "current selection; writes nothing",
     )
+    what.add_argument(
+        "--form",
+        action="store_true",
+        help="the same as --list as one JSON object for the StartOS package (not an action "
+        "result); writes nothing",
+    )
     env = choose.add_argument_group("environment of the vLLM process (omitted: kept as it is)")
     env.add_argument(
         "--env",
@@ -120,6 +232,12 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a variable for vLLM, e.g. HF_TOKEN=… for a gated model; repeat for more; given, "
         "the list replaces the one stored",
+    )
+    env.add_argument(
+        "--env-stdin",
+        action="store_true",
+        help="read NAME=VALUE lines from standard input instead (empty lines ignored), so that "
+        "values never appear on a command line; replaces the stored list like --env",
     )
     env.add_argument("--clear-env", action="store_true", help="remove every stored variable")
     hw = choose.add_argument_group("hardware (default: detected)")
@@ -141,6 +259,11 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
         help="list cached models with their sizes, or delete one with --model",
     )
     delete.add_argument("--model", metavar="ORG/NAME", help="the HuggingFace id to delete")
+    delete.add_argument(
+        "--form",
+        action="store_true",
+        help="list the cache as one JSON object for the StartOS package; deletes nothing",
+    )
     delete.add_argument(
         "--force", action="store_true", help="delete the model even when it is the selected one"
     )

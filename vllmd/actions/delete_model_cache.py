@@ -1,5 +1,8 @@
 """``vllmd action delete-model-cache``: list the cached models with their sizes, or delete one.
 
+``--form`` prints the list as the JSON the StartOS package builds its choice from (CONTRACT.md
+§4), largest first, each marked when it is the selected model.
+
 The cache is HuggingFace's (``DATA/models/models--ORG--NAME``). Only valid HuggingFace ids are
 accepted, the folder must be a real folder directly inside ``DATA/models`` (no ``..``, no absolute
 path, no symbolic link followed out), and the selected model is kept unless ``--force`` is given.
@@ -10,13 +13,13 @@ sees half a model.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllmd.actions.result import ActionError, ActionResult, group, member, single
+from vllmd.actions.requests import DeleteModelCache
+from vllmd.actions.result import ActionError, ActionResult, Form, group, member, single
 from vllmd.core.launch import model_of
 from vllmd.core.presets import model_id_problem
 from vllmd.core.units import human_bytes
@@ -66,6 +69,25 @@ def _selected(settings: Settings) -> tuple[str | None, str | None]:
     return (model_of(store.serveArgs) if store is not None else None), None
 
 
+FORM_VERSION = 1
+"""The ``version`` of the ``--form`` document; the shape only grows."""
+
+
+def _is_selected(model: CachedModel, selected: str | None) -> bool:
+    return selected is not None and model.model_id.lower() == selected.lower()
+
+
+def cache_form(settings: Settings) -> Form:
+    """``--form``: the cached models, largest first, with their sizes and which is selected."""
+    selected, _ = _selected(settings)
+    models = sorted(cached_models(settings.models_dir), key=lambda m: (-m.size_bytes, m.model_id))
+    entries = [
+        {"id": m.model_id, "bytes": m.size_bytes, "selected": _is_selected(m, selected)}
+        for m in models
+    ]
+    return Form({"version": FORM_VERSION, "models": entries})
+
+
 def _listing(settings: Settings) -> ActionResult:
     models = cached_models(settings.models_dir)
     selected, _ = _selected(settings)
@@ -76,9 +98,7 @@ def _listing(settings: Settings) -> ActionResult:
         member(
             m.model_id,
             single(human_bytes(m.size_bytes)),
-            "selected: vLLM serves it"
-            if selected and m.model_id.lower() == selected.lower()
-            else None,
+            "selected: vLLM serves it" if _is_selected(m, selected) else None,
         )
         for m in models
     ]
@@ -120,14 +140,17 @@ def _remove(models_dir: Path, target: Path) -> None:
     shutil.rmtree(trash)
 
 
-def delete_model_cache(args: argparse.Namespace, settings: Settings) -> ActionResult:
-    """Run the action: list the cache, or delete ``--model`` and say how much was freed."""
-    if args.model is None:
+def delete_model_cache(request: DeleteModelCache, settings: Settings) -> ActionResult | Form:
+    """Run the action: list the cache (as a result or a form), or delete a model and say how
+    much was freed."""
+    if request.form:
+        return cache_form(settings)
+    if request.model is None:
         return _listing(settings)
-    model_id: str = args.model
+    model_id = request.model
     target = _target(settings.models_dir, model_id)
     selected, problem = _selected(settings)
-    if not args.force:
+    if not request.force:
         if problem is not None:
             raise ActionError(
                 f"cannot tell which model is selected: {problem} Nothing was deleted; pass "

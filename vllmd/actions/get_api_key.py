@@ -6,8 +6,7 @@ A missing or invalid ``credentials.json`` is dealt with exactly as the daemon do
 
 from __future__ import annotations
 
-import argparse
-
+from vllmd.actions.requests import GetApiKey
 from vllmd.actions.result import ActionResult, single
 from vllmd.settings import Settings
 from vllmd.state.credentials import ensure_key
@@ -18,7 +17,7 @@ USE = (
 )
 
 
-def get_api_key(args: argparse.Namespace, settings: Settings) -> ActionResult:
+def get_api_key(request: GetApiKey, settings: Settings) -> ActionResult:
     """The API key as a masked, copyable value; created first when missing or invalid."""
     state = ensure_key(settings.credentials_path)
     message = USE

@@ -1,5 +1,8 @@
 """StartOS action results (``ActionResult`` version 1), as JSON for StartOS or text for people.
 
+A :class:`Form` is the other thing an action prints: the data the StartOS package builds an
+action's input form from (``--form``), a plain JSON object rather than an action result.
+
 The shape follows the StartOS SDK: ``{"version": "1", "title": str, "message": str | null,
 "result": value | null}``, where a value is ``{"type": "single", "value": str, "copyable": bool,
 "qr": bool, "masked": bool}`` or ``{"type": "group", "value": [member, ...]}`` and a member is a
@@ -87,3 +90,18 @@ class ActionResult:
             lines.append("")
             lines += _value_text(self.result, "")
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A machine-readable form (``--form``): one JSON object whose shape CONTRACT.md §4 pins."""
+
+    document: dict[str, Any]
+
+    def to_json(self) -> str:
+        """The object, one line."""
+        return _encoder.encode(self.document).decode() + "\n"
+
+    def to_text(self) -> str:
+        """The same object, indented for people."""
+        return msgspec.json.format(self.to_json(), indent=2)

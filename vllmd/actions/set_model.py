@@ -1,27 +1,30 @@
-"""``vllmd action set-model``: choose what vLLM serves, or list the choices (``--list``).
+"""``vllmd action set-model``: choose what vLLM serves, or print the choices (``--list``,
+``--form``: see :mod:`vllmd.actions.set_model_form`).
 
 A preset is resolved for the hardware (detected, or stated with ``--tier/--memory-gb/--gpus``)
 with its ``--max-model-len`` step and, over several identical GPUs, ``--tensor-parallel-size``; a
 preset that does not fit is refused with the reason and the list of what fits. Custom arguments
 are split like a POSIX shell and refused when they carry a fixed flag. The action writes
-``serveArgs``, ``serveEnv`` (when ``--env`` or ``--clear-env`` is given) and ``modelSelection``
+``serveArgs``, ``serveEnv`` (when ``--env``, ``--env-stdin`` or ``--clear-env`` is given) and
+``modelSelection``
 to ``store.json`` atomically, keeping every key it does not set; the daemon notices the change by
 itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from vllmd.actions.result import ActionError, ActionResult, group, member, single
+from vllmd.actions.requests import EnvChange, SetModel, StatedHardware
+from vllmd.actions.result import ActionError, ActionResult, Form, group, member, single
+from vllmd.actions.set_model_form import form_document, list_result, read_current
 from vllmd.core.argsplit import join_args, parse_custom, parse_env
 from vllmd.core.choices import TIERS, is_tier
-from vllmd.core.fit import Fit, default_fit, fit_catalog, fitting
+from vllmd.core.fit import Fit, fit_catalog, fitting
 from vllmd.core.launch import model_of
 from vllmd.core.presets import CUSTOM, Catalog, load_catalog
 from vllmd.hardware.tiers import Hardware, detect
@@ -46,11 +49,11 @@ def _number(text: str, option: str, *, whole: bool) -> float:
     return value
 
 
-def hardware_for(args: argparse.Namespace, settings: Settings) -> Hardware:
+def hardware_for(stated: StatedHardware, settings: Settings) -> Hardware:
     """The hardware stated with ``--tier/--memory-gb/--gpus``, else the detected one."""
-    tier, memory, gpus = args.tier, args.memory_gb, args.gpus
-    if tier is None and memory is None and gpus is None:
+    if not stated.given:
         return detect(settings.variant)
+    tier, memory, gpus = stated.tier, stated.memory_gb, stated.gpus
     if tier is None or memory is None:
         raise ActionError(
             "--tier and --memory-gb go together (and --gpus needs both): state the tier and the "
@@ -90,12 +93,13 @@ def _read_current(path: Path, force: bool) -> tuple[Store | None, dict[str, Any]
     return store, selection, None
 
 
-def _env_changes(args: argparse.Namespace) -> tuple[EnvVar, ...] | None:
-    if args.env is not None and args.clear_env:
-        raise ActionError("--env and --clear-env contradict each other: give one of them")
-    if args.clear_env:
-        return ()
-    return None if args.env is None else parse_env(args.env)
+def _env_changes(change: EnvChange) -> tuple[EnvVar, ...] | None:
+    """The new ``serveEnv`` (checked like ``--env``), or ``None`` to keep the stored one."""
+    if change.items is None:
+        return None
+    if change.source == "--env-stdin":
+        return parse_env(change.items, option="--env-stdin", counted="line")
+    return parse_env(change.items)
 
 
 def _unknown_preset(preset_id: str, catalog: Catalog) -> ActionError:
@@ -118,91 +122,37 @@ def _refusal(fit: Fit, fits: tuple[Fit, ...], hardware: Hardware) -> ActionError
     )
 
 
-def _current(store: Store | None) -> str:
-    if store is None or not store.model_selected:
-        return "none"
-    selected = store.modelSelection.selection if store.modelSelection else None
-    return selected or f"{CUSTOM} (serveArgs written by hand)"
-
-
-def _form(catalog: Catalog, hardware: Hardware, settings: Settings) -> ActionResult:
-    """``--list``: the Set Model form as data (every preset, fits or why not, default, current)."""
-    fits = fit_catalog(catalog, hardware.machine())
-    chosen = default_fit(fits)
-    default_id = chosen.preset.id if chosen else CUSTOM
-    custom_text: str | None = None
-    env_names: list[str] = []
-    try:
-        store = read_store(settings.store_path)
-        current = _current(store)
-        if store is not None:
-            custom_text = store.modelSelection.customArgs if store.modelSelection else None
-            env_names = [var.name for var in store.serveEnv]
-    except StoreError as exc:
-        current = f"unknown: {exc.problem}"
-    how = "stated with --tier/--memory-gb" if hardware.source == "given" else "detected"
-    machine = f"{hardware.machine().describe()} ({how})"
-    notes = "; ".join(filter(None, (hardware.reason, *hardware.notes))) or None
-    presets = [
-        member(fit.preset.name, single(fit.preset.id), f"{fit.status}: {fit.reason}")
-        for fit in fits
-    ]
-    presets.append(member("Custom", single(CUSTOM), "always available: any `vllm serve` arguments"))
-    result = group(
-        member("Hardware", single(machine), notes),
-        member("Default", single(default_id)),
-        member("Current selection", single(current)),
-        member("Custom arguments", single(custom_text or ""), "pre-fills the Custom form"),
-        member("Environment", single(", ".join(env_names) or "none"), "names only"),
-        member("Presets", group(*presets)),
-    )
-    width = max(len(fit.preset.id) for fit in fits) + 2
-    lines = [f"Hardware: {machine}"]
-    lines += [f"  {note}" for note in filter(None, (hardware.reason, *hardware.notes))]
-    lines += [f"Current selection: {current}", f"Default: {default_id}", ""]
-    for fit in fits:
-        mark = (
-            "no"
-            if not fit.fits
-            else "fits" + f" x{fit.tensor_parallel_size}" * (fit.tensor_parallel_size > 1)
+def set_model(request: SetModel, settings: Settings) -> ActionResult | Form:
+    """Run the action: print the form (``--list``, ``--form``), or write the choice."""
+    if request.mode == "list":
+        return list_result(
+            load_catalog(), hardware_for(request.hardware, settings), read_current(settings)
         )
-        lines.append(f"  {fit.preset.id:<{width}}{mark:<9}{fit.preset.name}: {fit.reason}")
-    lines.append(f"  {CUSTOM:<{width}}{'fits':<9}Custom: any `vllm serve` arguments (--custom)")
-    message = f"Default: {default_id}. Current selection: {current}."
-    return ActionResult("Set Model", message, result, text="\n".join(lines))
-
-
-def set_model(args: argparse.Namespace, settings: Settings) -> ActionResult:
-    """Run the action for the parsed ``args``: list, or write the choice to ``store.json``."""
-    given = [args.preset is not None, args.custom is not None, bool(args.list)]
-    if sum(given) != 1:
-        raise ActionError(
-            "give exactly one of --preset ID, --custom ARGS or --list "
-            "(run set-model --list to see the presets)"
+    if request.mode == "form":
+        return form_document(
+            load_catalog(), hardware_for(request.hardware, settings), read_current(settings)
         )
-    if args.list:
-        return _form(load_catalog(), hardware_for(args, settings), settings)
-    env = _env_changes(args)
+    env = _env_changes(request.env)
 
     details: list[dict[str, Any]] = []
-    if args.preset is not None:
+    if request.mode == "preset":
         catalog = load_catalog()
-        if catalog.get(args.preset) is None:
-            raise _unknown_preset(args.preset, catalog)
-        hardware = hardware_for(args, settings)
+        if catalog.get(request.value) is None:
+            raise _unknown_preset(request.value, catalog)
+        hardware = hardware_for(request.hardware, settings)
         fits = fit_catalog(catalog, hardware.machine())
-        fit = next(f for f in fits if f.preset.id == args.preset)
+        fit = next(f for f in fits if f.preset.id == request.value)
         if not fit.fits:
             raise _refusal(fit, fits, hardware)
         serve_args = list(fit.serve_args())
         selection, custom_text, title = fit.preset.id, None, fit.preset.name
         details.append(member("Hardware", single(hardware.machine().describe()), fit.reason))
     else:
-        serve_args = parse_custom(args.custom)
-        selection, custom_text, title = CUSTOM, args.custom, "custom arguments"
+        serve_args = parse_custom(request.value)
+        selection, custom_text, title = CUSTOM, request.value, "custom arguments"
 
     path = settings.store_path
-    _, model_selection, aside = _read_current(path, args.force)
+    _, model_selection, aside = _read_current(path, request.force)
     model_selection["selection"] = selection
     if custom_text is not None:
         model_selection["customArgs"] = custom_text

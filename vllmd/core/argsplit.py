@@ -82,8 +82,14 @@ def parse_custom(text: str) -> list[str]:
     return args
 
 
-def parse_env(items: Sequence[str]) -> tuple[EnvVar, ...]:
-    """``NAME=VALUE`` items as environment variables; ArgsError names the bad one, never a value."""
+def parse_env(
+    items: Sequence[str], *, option: str = "--env", counted: str = "number"
+) -> tuple[EnvVar, ...]:
+    """``NAME=VALUE`` items as environment variables; ArgsError names the bad one, never a value.
+
+    ``option`` and ``counted`` say where the items came from in errors (``--env number 2``,
+    ``--env-stdin line 2``).
+    """
     env: list[EnvVar] = []
     names: set[str] = set()
     for n, item in enumerate(items, 1):
@@ -91,15 +97,17 @@ def parse_env(items: Sequence[str]) -> tuple[EnvVar, ...]:
         if not sep:
             # Not echoed: a value pasted without its name would otherwise land in the output.
             raise ArgsError(
-                f"--env number {n} has no '=': expected NAME=VALUE (an empty value is NAME=)"
+                f"{option} {counted} {n} has no '=': expected NAME=VALUE (an empty value is NAME=)"
             )
         if not re.match(ENV_NAME_PATTERN, name):
+            # Not echoed either: "TOKEN=with=equals" pasted alone would show half the secret.
             raise ArgsError(
-                f"--env number {n}: {name!r} is not a valid variable name: letters, digits and "
-                "underscores, not starting with a digit"
+                f"{option} {counted} {n}: the text before '=' is not a valid variable name "
+                f"(letters, digits and underscores, not starting with a digit; {len(name)} "
+                "characters given, not shown in case a value was pasted there)"
             )
         if name in names:
-            raise ArgsError(f"--env {name}: given twice; give each variable once")
+            raise ArgsError(f"{option} {name}: given twice; give each variable once")
         names.add(name)
         env.append(EnvVar(name=name, value=value))
     return tuple(env)

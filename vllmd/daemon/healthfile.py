@@ -1,9 +1,14 @@
 """``RUN_DIR/health.json``: the daemon writes it on change, ``vllmd health`` reads it.
 
-The file (CONTRACT.md §3) is ``{"result", "message", "since", "pid", "task", "detail"}``, written
-atomically and only when the result, the message, the task or the detail changed; ``since`` is
-the wall-clock time the *result* last changed. ``pid`` is the daemon's, so that a file left by a
-daemon that died never reads as healthy.
+The file (CONTRACT.md §3) is ``{"result", "message", "since", "pid", "task", "detail",
+"instance"}``, written atomically when the result, the message, the task or the detail changed,
+and again whenever it is missing from disk (deleted, or a write the disk refused: retried every
+:data:`RETRY_S`); ``since`` is the wall-clock time the *result* last changed.
+
+``instance`` names the daemon run that wrote it: boot id, pid and the process start time. In a
+container vllmd is always pid 1 and the run folder survives a restart, so a pid alone would let
+the previous run's "success" read as this run's; ``vllmd health`` trusts the file only when a
+running vllmd matches all three.
 
 This module is imported by ``vllmd health``, a container HEALTHCHECK run every few seconds: it
 must stay light (no anyio, no aiohttp, no msgspec).
@@ -18,10 +23,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from vllmd.core.masking import masker
+from vllmd.process.proc import boot_id, start_time
 from vllmd.state.atomicfile import write_atomic
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ __all__ = [
     "EXIT_SUCCESS",
     "EXIT_UNHEALTHY",
     "HealthPublisher",
+    "Instance",
     "health_command",
     "is_live_vllmd",
     "read_health",
@@ -42,29 +50,106 @@ EXIT_SUCCESS = 0
 EXIT_UNHEALTHY = 1
 EXIT_NO_DAEMON = 2
 
+RETRY_S = 0.5
+"""How soon to publish again after the disk refused a write."""
+CHECK_S = 5.0
+"""How soon to publish again otherwise: a deleted file is back on disk within this time."""
+
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One daemon run: the boot it ran in, its pid, and its start time (clock ticks since boot).
+
+    A pid is reused across restarts (always 1 in a container); the triple is not.
+    """
+
+    boot_id: str
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, pid: int, proc_root: Path = Path("/proc")) -> Instance:
+        """The running process ``pid``; what cannot be read is recorded as unknown (``""`` and
+        ``-1``), which no running process matches."""
+        started = start_time(pid, proc_root)
+        return cls(boot_id(proc_root) or "", pid, -1 if started is None else started)
+
+    def is_running(self, proc_root: Path = Path("/proc")) -> bool:
+        """Whether the process that wrote this is still the one running under its pid."""
+        return (
+            bool(self.boot_id)
+            and self.started >= 0
+            and boot_id(proc_root) == self.boot_id
+            and start_time(self.pid, proc_root) == self.started
+            and is_live_vllmd(self.pid, proc_root)
+        )
+
+
+def _instance_in(document: dict[str, object]) -> Instance | None:
+    raw = document.get("instance")
+    if not isinstance(raw, dict):
+        return None
+    boot, pid, started = raw.get("boot_id"), raw.get("pid"), raw.get("started")
+    if not isinstance(boot, str) or not _is_int(pid) or not _is_int(started):
+        return None
+    assert isinstance(pid, int) and isinstance(started, int)
+    return Instance(boot, pid, started)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class HealthPublisher:
-    """Writes the daemon's health to ``path`` when it changes.
+    """Writes the daemon's health to ``path`` when it changes, and whenever it is not on disk.
 
     Args:
         path: ``RUN_DIR/health.json``.
         pid: the daemon's pid, recorded in the file.
         wall_clock: the source of ``since`` (unix time), a parameter for tests.
+        instance: the run's identity; by default read from ``/proc`` for ``pid``.
     """
 
-    def __init__(self, path: Path, pid: int, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        pid: int,
+        wall_clock: Callable[[], float] = time.time,
+        *,
+        instance: Instance | None = None,
+    ) -> None:
         self.path = path
         self.pid = pid
+        self.instance = instance if instance is not None else Instance.of(pid)
         self._wall_clock = wall_clock
         self._written: str | None = None  # what the last successful write said, canonically
+        self._file: tuple[int, ...] | None = None  # the file as we wrote it (see _identity)
         self._result: str | None = None
         self._since: float | None = None
         self._last_error: str | None = None
 
+    @property
+    def next_check_s(self) -> float:
+        """How long the caller may wait before calling :meth:`publish` again, even with the
+        same verdict: :data:`RETRY_S` while the disk refuses the write, else :data:`CHECK_S`."""
+        return RETRY_S if self._last_error is not None else CHECK_S
+
+    @staticmethod
+    def _identity(found: os.stat_result) -> tuple[int, ...]:
+        # The inode tells a replaced file; size and mtime tell one overwritten in place.
+        return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+    def _on_disk(self) -> bool:
+        try:
+            return self._identity(os.stat(self.path)) == self._file
+        except OSError:
+            return False
+
     def publish(self, verdict: Verdict) -> bool:
-        """Write ``verdict`` if it differs from what the file holds; return whether it wrote.
+        """Write ``verdict`` if it differs from what the file holds, or if the file we wrote is
+        no longer there; return whether it wrote.
 
         A failed write (the run folder removed, a full disk) is logged once per distinct error
         and retried on the next call.
@@ -75,7 +160,7 @@ class HealthPublisher:
         state = json.dumps(
             [verdict.result, verdict.message, verdict.task, verdict.detail], sort_keys=True
         )
-        if state == self._written:
+        if state == self._written and self._on_disk():
             return False
         document = {
             "result": verdict.result,
@@ -84,6 +169,7 @@ class HealthPublisher:
             "pid": self.pid,
             "task": verdict.task,
             "detail": verdict.detail,
+            "instance": asdict(self.instance),
         }
         data = masker.mask(json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
         try:
@@ -94,6 +180,8 @@ class HealthPublisher:
                 log.warning("cannot write %s: %s", self.path, error)
                 self._last_error = error
             return False
+        if self._last_error is not None:
+            log.info("wrote %s again", self.path)
         self._last_error = None
         self._written = state
         return True
@@ -104,6 +192,7 @@ class HealthPublisher:
         except FileNotFoundError:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # the run folder was removed
             write_atomic(self.path, data, mode=0o644)
+        self._file = self._identity(os.stat(self.path))
 
 
 def read_health(path: Path) -> dict[str, object] | None:
@@ -143,7 +232,8 @@ def health_command(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """``vllmd health``: print the health; exit 0 on success, 1 otherwise, 2 with no daemon.
+    """``vllmd health``: print the health; exit 0 on success, 1 otherwise, 2 unless the run
+    that wrote the file is running.
 
     With ``args.text`` set (when the command line offers ``--text``), prints
     ``RESULT: message`` instead of the JSON.
@@ -158,10 +248,18 @@ def health_command(
         else:
             print(f"vllmd health: no health report at {path}; is the daemon running?", file=err)
         return EXIT_NO_DAEMON
-    pid = document.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or not is_live_vllmd(pid, proc_root):
+    instance = _instance_in(document)
+    if instance is None:
         print(
-            f"vllmd health: the daemon that wrote {path} (pid {pid}) is not running; "
+            f"vllmd health: {path} names no daemon run (no instance identity); the report is "
+            "stale or was not written by this vllmd.",
+            file=err,
+        )
+        return EXIT_NO_DAEMON
+    if not instance.is_running(proc_root):
+        print(
+            f"vllmd health: the daemon that wrote {path} (pid {instance.pid}, started at tick "
+            f"{instance.started} of boot {instance.boot_id[:8] or 'unknown'}) is not running; "
             "the report is stale.",
             file=err,
         )
