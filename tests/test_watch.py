@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import shutil
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import anyio
 import pytest
+from packaging.requirements import Requirement
 
 from vllmd.daemon.inotify import Inotify
 from vllmd.daemon.watch import Watcher
@@ -105,3 +109,25 @@ def test_inotify_read_within_returns_the_rename_and_nothing_when_quiet(tmp_path:
         names = {event.name for event in inotify.read_within(5)}
         assert "store.json" in names
     assert inotify.fd == -1  # closed on leaving the block
+
+
+def test_the_private_watchfiles_backend_keeps_the_signature_vllmd_calls() -> None:
+    # Given watchfiles' private backend, which vllmd.daemon.watch calls by keyword
+    from watchfiles._rust_notify import RustNotify
+
+    # When its signatures are read (a build without them also fails here: inspect raises)
+    made = inspect.signature(RustNotify)
+    watch = inspect.signature(RustNotify.watch)
+    # Then they still take the names vllmd passes, in a release inside pyproject's pin
+    assert list(made.parameters) == [
+        "watch_paths",
+        "debug",
+        "force_polling",
+        "poll_delay_ms",
+        "recursive",
+        "ignore_permission_denied",
+    ]
+    assert list(watch.parameters)[-4:] == ["debounce_ms", "step_ms", "timeout_ms", "stop_event"]
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pin = next(d for d in project["project"]["dependencies"] if d.startswith("watchfiles"))
+    assert Requirement(pin).specifier.contains(version("watchfiles"))

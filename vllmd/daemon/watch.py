@@ -21,10 +21,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
+
+# watchfiles' backend, not its public ``awatch``: awatch runs the backend's wait in a thread that
+# cannot be abandoned on cancellation (a stop would wait up to its timeout for the thread) and logs
+# every batch of changes at INFO. The private class is called by keyword, and pyproject pins the
+# watchfiles releases it is known to have this signature in; a test fails if the signature moves.
 from watchfiles._rust_notify import RustNotify
 
 from vllmd.daemon.inotify import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, Inotify
@@ -132,7 +138,14 @@ class Watcher:
         while True:
             paths = self._paths()
             try:
-                watcher = RustNotify(paths, False, True, POLL_DELAY_MS, False, True)
+                watcher = RustNotify(
+                    watch_paths=paths,
+                    debug=False,
+                    force_polling=True,
+                    poll_delay_ms=POLL_DELAY_MS,
+                    recursive=False,
+                    ignore_permission_denied=True,
+                )
                 break
             except FileNotFoundError:
                 continue
@@ -142,11 +155,13 @@ class Watcher:
             try:
                 while True:
                     result = await anyio.to_thread.run_sync(
-                        watcher.watch,
-                        self._debounce_ms,
-                        self._step_ms,
-                        POLL_DELAY_MS,
-                        stop,
+                        partial(
+                            watcher.watch,
+                            debounce_ms=self._debounce_ms,
+                            step_ms=self._step_ms,
+                            timeout_ms=POLL_DELAY_MS,
+                            stop_event=stop,
+                        ),
                         abandon_on_cancel=True,
                     )
                     if result == "timeout":
