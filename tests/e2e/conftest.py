@@ -126,6 +126,8 @@ class Real:
     """Every vLLM main pid the daemon started (each is its own session and process group)."""
     keys: set[str] = field(default_factory=set)
     """Every API key the tests read: none may appear whole in the daemon's output."""
+    started: float = field(default_factory=time.time)
+    """When the daemon was started (wall clock, like health's ``since``)."""
 
     @property
     def volumes(self) -> Volumes:
@@ -350,3 +352,69 @@ def set_model_custom(real: Real, args: tuple[str, ...]) -> subprocess.CompletedP
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done
+
+
+# --- a user's program: the official openai client --------------------------------------------
+
+
+def client(real: Real, key: str) -> Any:
+    """An ``openai.OpenAI`` client on the daemon's vLLM, as a user's program would make one.
+
+    No retries: a refused or failed request must show, not be retried into success.
+    """
+    import openai
+
+    return openai.OpenAI(api_key=key, base_url=real.url("/v1"), max_retries=0, timeout=120)
+
+
+@dataclass
+class Streamed:
+    """What a streaming chat request delivered, chunk by chunk."""
+
+    text: str = ""
+    chunks: int = 0
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+    after_mark: int = 0
+    """Chunks that arrived after ``mark`` first held (the stop was already under way)."""
+
+
+def stream_chat(
+    real: Real,
+    key: str,
+    max_tokens: int,
+    *,
+    model: str | None = None,
+    on_first: Callable[[], None] | None = None,
+    mark: Callable[[], bool] | None = None,
+) -> Streamed:
+    """Stream a chat answer of exactly ``max_tokens`` tokens (``ignore_eos``) and collect it.
+
+    ``on_first`` runs once the first token is in (to stop vLLM with the request in flight);
+    ``mark`` is asked after every chunk, and the chunks after it first answers true are counted.
+    """
+    stream = client(real, key).chat.completions.create(
+        model=model or str(real.env.chat_model),
+        messages=[{"role": "user", "content": "Count from one to one thousand in words."}],
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    got = Streamed()
+    marked = False
+    for chunk in stream:
+        if chunk.usage is not None:
+            got.completion_tokens = chunk.usage.completion_tokens
+        for choice in chunk.choices:
+            got.text += choice.delta.content or ""
+            got.finish_reason = choice.finish_reason or got.finish_reason
+        got.chunks += 1
+        if marked:
+            got.after_mark += 1
+        elif mark is not None and mark():
+            marked = True
+        if got.chunks == 1 and on_first is not None:
+            on_first()
+    return got

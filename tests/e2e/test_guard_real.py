@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import pid_alive, wait_for
 
-from e2e.conftest import FIGURES, START_TIMEOUT_S, Answer, Real, http, tree_of
+from e2e.conftest import FIGURES, START_TIMEOUT_S, Answer, Real, client, http, tree_of
 
 CHAIN = True
 pytestmark = pytest.mark.e2e
@@ -80,6 +80,20 @@ def test_every_route_works_with_the_key(real: Real) -> None:
     assert len(answers["/v1/embeddings"].json()["data"][0]["embedding"]) == 384
     assert b"vllm:" in answers["/metrics"].body
     assert answers["/tokenize"].json()["count"] > 0
+
+
+@pytest.mark.timeout(STEP_S)
+def test_the_openai_client_embeds_with_the_key_and_a_wrong_key_is_an_authentication_error(
+    real: Real,
+) -> None:
+    import openai
+
+    model = str(real.env.embed_model)
+    texts = ["vllmd supervises vLLM", "the key on every door"]
+    result = client(real, real.key()).embeddings.create(model=model, input=texts)
+    assert [len(item.embedding) for item in result.data] == [384, 384]
+    with pytest.raises(openai.AuthenticationError):
+        client(real, "A" * 22).embeddings.create(model=model, input=texts)
 
 
 @pytest.mark.timeout(STEP_S)

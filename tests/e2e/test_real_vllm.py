@@ -24,10 +24,12 @@ from e2e.conftest import (
     START_TIMEOUT_S,
     Real,
     ask_capital,
+    client,
     embed,
     http,
     pss_bytes,
     set_model_custom,
+    stream_chat,
     tree_of,
 )
 
@@ -41,7 +43,8 @@ KEY_PATTERN = re.compile(r"[A-Za-z0-9]{22}")
 
 @pytest.fixture(scope="module")
 def real(real_factory: Any) -> Real:
-    return real_factory("--auth", "flag")  # type: ignore[no-any-return]
+    # A long drain: the stream open across the key rotation finishes on two busy cores too.
+    return real_factory("--auth", "flag", "--drain-timeout", "60")  # type: ignore[no-any-return]
 
 
 @pytest.mark.timeout(STEP_S)
@@ -123,16 +126,32 @@ def reader(real: Real) -> Iterator[Reader]:
 def test_deleting_the_key_restarts_vllm_with_a_new_one_and_readers_never_see_half_a_file(
     real: Real, reader: Reader
 ) -> None:
-    old_key, old_pid = real.key(), real.vllm_pid()
+    import openai
 
-    deleted = time.time()
-    real.volumes.credentials.unlink()
-    new_key = wait_for(lambda: (k := _key_or_none(real)) and k != old_key and k, 2, "a new key")
-    wait_for(lambda: len(real.starts()) == 2, 60, "vLLM restarted with the new key")
+    old_key, old_pid = real.key(), real.vllm_pid()
+    rotated: list[tuple[float, str]] = []
+
+    def rotate() -> None:  # with a user's stream in flight
+        deleted = time.time()
+        real.volumes.credentials.unlink()
+        key = wait_for(lambda: (k := _key_or_none(real)) and k != old_key and k, 2, "a new key")
+        rotated.append((deleted, key))
+
+    stopping = f"stopping vLLM (pid {old_pid}) with SIGTERM"
+    got = stream_chat(
+        real, old_key, 48, on_first=rotate, mark=lambda: stopping in real.daemon.stderr()
+    )
+    # The old vLLM drained the stream it had accepted with the old key before it stopped.
+    assert got.finish_reason == "length" and got.completion_tokens == 48
+    assert got.after_mark > 0, "the stream ended before vLLM was asked to stop"
+    deleted, new_key = rotated[0]
+    wait_for(lambda: len(real.starts()) == 2, 90, "vLLM restarted with the new key")
     real.wait_ready(since=deleted)
 
     assert not pid_alive(old_pid)
     assert http(real.url("/v1/models"), key=old_key).status == 401
+    with pytest.raises(openai.AuthenticationError):
+        client(real, old_key).models.list()
     assert http(real.url("/v1/models"), key=new_key).status == 200
     assert "Paris" in ask_capital(real, new_key).json()["choices"][0]["message"]["content"]
     assert reader.torn == [], "a reader saw half a credentials.json"
