@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 from vllmd.core.backoff import Backoff
+from vllmd.core.exits import describe_exit, signal_name
+from vllmd.core.health import ExitInfo, crash_message
 from vllmd.core.masking import MASK, masker
 from vllmd.process.logpump import CHUNK, LinePump
 from vllmd.process.proc import group_members
-from vllmd.process.supervisor import describe_exit
 from vllmd.state.credentials import new_key
 
 
@@ -91,6 +92,18 @@ def test_live_members_sees_a_group_and_not_its_zombies() -> None:
 def test_exit_descriptions_name_status_or_signal() -> None:
     assert describe_exit(1) == "exited with status 1"
     assert describe_exit(-9) == "was killed by signal 9 (SIGKILL)"
+    assert describe_exit(None) == "still running"
+
+
+def test_every_return_code_has_one_description_in_the_logs_and_in_health() -> None:
+    # Given every kind of return code: a status, a named signal, a signal Python cannot name
+    for returncode in (0, 1, 137, -9, -15, -40, -200):
+        # When the health message describes the crash
+        message = crash_message(ExitInfo(returncode, 1.0))
+        # Then it says what the supervisor's log line says, and names the signal iff it can
+        assert message.startswith(f"vLLM {describe_exit(returncode)} and will")
+        assert (signal_name(returncode) is not None) == (returncode in (-9, -15))
+    assert describe_exit(-200) == "was killed by signal 200"
 
 
 def test_vllm_line_as_json_keeps_its_level_and_masks_the_key() -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from vllmd.core.exits import describe_exit, signal_name
 from vllmd.core.units import human_bytes
 
 JSON = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
@@ -255,7 +256,7 @@ def progress_text(progress: Progress) -> str:
 
 def crash_message(info: ExitInfo) -> str:
     """``vLLM exited with status 1 and will be restarted in 4 s. Last error: … What to do …``"""
-    parts = [f"vLLM {exit_status(info.returncode)} and will be restarted {_delay(info)}."]
+    parts = [f"vLLM {describe_exit(info.returncode)} and will be restarted {_delay(info)}."]
     diagnosis = info.diagnosis
     if diagnosis is not None:
         parts.append(f"Last error: {_sentence(diagnosis.line)}")
@@ -273,18 +274,6 @@ def crash_message(info: ExitInfo) -> str:
     return " ".join(parts)
 
 
-def exit_status(returncode: int) -> str:
-    """``exited with status 1`` or ``was killed by signal 9 (SIGKILL)``."""
-    if returncode >= 0:
-        return f"exited with status {returncode}"
-    number = -returncode
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        return f"was killed by signal {number}"
-    return f"was killed by signal {number} ({name})"
-
-
 def _delay(info: ExitInfo) -> str:
     if info.restart_delay_s <= 0:
         return "now"
@@ -299,9 +288,7 @@ def _sentence(text: str) -> str:
 def _exit_detail(info: ExitInfo) -> dict[str, JSON]:
     out: dict[str, JSON] = {
         "returncode": info.returncode,
-        "signal": signal.Signals(-info.returncode).name
-        if info.returncode < 0 and -info.returncode in _SIGNAL_NUMBERS
-        else None,
+        "signal": signal_name(info.returncode),
         "restart_delay_s": info.restart_delay_s,
     }
     diagnosis = info.diagnosis
@@ -323,5 +310,3 @@ def _progress_detail(progress: Progress) -> dict[str, JSON]:
         out["loading"] = progress.loading
     return out
 
-
-_SIGNAL_NUMBERS = frozenset(int(s) for s in signal.Signals)

@@ -19,12 +19,13 @@ import anyio
 from anyio.abc import TaskStatus
 
 from vllmd.core.backoff import Backoff
+from vllmd.core.exits import describe_exit
 from vllmd.core.forensics import OutputTail, diagnose
 from vllmd.core.health import ExitInfo, Phase, Snapshot
 from vllmd.core.launch import Launch, plan_launch, secrets_of
 from vllmd.core.masking import masker, redact
 from vllmd.core.progress import ProgressTracker
-from vllmd.process.supervisor import Child, Supervisor, describe_exit
+from vllmd.process.supervisor import Child, Supervisor
 from vllmd.settings import Settings
 from vllmd.state.credentials import InvalidCredentials, ensure_key
 from vllmd.state.store import Store, StoreError, read_store

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
+from vllmd.core.exits import describe_exit
 from vllmd.core.launch import Launch, shown_argv
 from vllmd.process.logpump import LinePump, pump
 from vllmd.process.proc import group_members
@@ -263,16 +264,3 @@ async def _first_of(*events: anyio.Event) -> None:
 
         for event in events:
             tg.start_soon(wait, event)
-
-
-def describe_exit(returncode: int | None) -> str:
-    """``exited with status 1`` or ``was killed by signal 9 (SIGKILL)``."""
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown"
-        return f"was killed by signal {-returncode} ({name})"
-    return f"exited with status {returncode}"
