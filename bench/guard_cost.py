@@ -32,10 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from vllmd import guard
-from vllmd.core.launch import GUARD_MIDDLEWARE, KEY_FILE_ENV
+from vllmd.core.launch import GUARD_MIDDLEWARE
 from vllmd.demo import cpuenv
 
 KEY = "GuardCostKey0123456789"
@@ -76,7 +74,7 @@ def start(env: cpuenv.CpuEnv, tmp: Path, name: str, guarded: bool) -> Server:
         key_file = tmp / "credentials.json"
         key_file.write_text(json.dumps({"apiKey": KEY}, indent=2) + "\n")
         argv += ["--middleware", GUARD_MIDDLEWARE]
-        child_env[KEY_FILE_ENV] = str(key_file)
+        child_env[guard.KEY_FILE_ENV] = str(key_file)
         child_env["PYTHONPATH"] = str(folder.parent)
     log = (tmp / f"{name}.log").open("wb")
     proc = subprocess.Popen(
