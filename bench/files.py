@@ -50,7 +50,11 @@ def wait_until(
 
 
 def write_json_atomic(path: Path, value: Any) -> float:
-    """Write ``value`` to ``path`` like StartOS (temp file, rename); return the rename's time."""
+    """Write ``value`` to ``path`` like StartOS (temp file, rename); return the rename's time.
+
+    Not :func:`vllmd.state.atomicfile.write_atomic`: the benchmark times the rename itself, and
+    writes as StartOS does (no fsync), so that the figures are the daemon's, not the disk's.
+    """
     tmp = path.with_name(f".{path.name}.bench-tmp")
     tmp.write_text(json.dumps(value, indent=2))
     t = time.monotonic()

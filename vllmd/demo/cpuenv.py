@@ -33,6 +33,7 @@ from typing import Protocol
 
 from vllmd.demo.scripts import CONVERT_SCRIPT, LAUNCHER_TEMPLATE, LOCATE_SCRIPT
 from vllmd.demo.steps import PrepareError, locked, run_logged
+from vllmd.state.atomicfile import write_atomic
 
 __all__ = [
     "CpuEnv",
@@ -282,13 +283,8 @@ class _Stamp:
         return all(self.steps.get(s.name) == s.recipe for s in steps)
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w") as handle:
-            json.dump({"steps": self.steps, "paths": self.paths}, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
+        text = json.dumps({"steps": self.steps, "paths": self.paths}, indent=2) + "\n"
+        write_atomic(path, text.encode())
 
 
 @dataclass(frozen=True)
@@ -346,7 +342,8 @@ def _steps(
         # Pin everything already installed, so nothing vLLM depends on is moved under it.
         frozen = cmd("freeze", [py, "-m", "pip", "list", "--format=freeze"])
         constraints = layout.root / "constraints.txt"
-        constraints.write_text("".join(f"{line}\n" for line in frozen.splitlines() if "==" in line))
+        pins = "".join(f"{line}\n" for line in frozen.splitlines() if "==" in line)
+        write_atomic(constraints, pins.encode())
         cmd("convert-deps", [py, "-m", "pip", "install", "-c", str(constraints), *CONVERT_PACKAGES])
 
     def convert(paths: dict[str, str]) -> None:
@@ -404,10 +401,7 @@ def _ensure_launcher(layout: Layout) -> None:
     if path.exists() and path.read_text() == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    tmp.replace(path)
+    write_atomic(path, text.encode(), mode=0o755)
 
 
 def _env_from(layout: Layout, paths: Mapping[str, str]) -> CpuEnv:
