@@ -86,7 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for mode, by_step in result["steps"].items():
         for step, figs in by_step.items():
             series[f"reconfigure {mode} {step}"] = figs["reconfigure"]["samples_ms"]
-    for name in ("key_regeneration", "readiness", "stop", "stop_beyond_standin", "cold_start_key"):
+    for name in (
+        "key_regeneration",
+        "first_key_regeneration",
+        "readiness",
+        "stop",
+        "stop_relay",
+        "stop_beyond_standin",
+        "cold_start_key",
+    ):
         series[name.replace("_", " ")] = result["figures"][name]["samples_ms"]
     series["cold start spawn"] = result["figures"]["cold_start_spawn"]["samples_ms"]
     for name, f in result["floor"].items():

@@ -5,8 +5,12 @@
 - **awatch**: a few lines of watchfiles' ``awatch`` (defaults, but for ``step``) that react to the
   same atomic ``store.json`` write by spawning the stand-in: the time it notices, and the start;
 - **inotify**: raw inotify delivery (ctypes, a reader blocked in ``poll``) of the same rename;
-- **stop**: SIGTERM straight to a listening stand-in until it has exited;
-- **probe**: one ``GET /health`` over a fresh connection to a listening stand-in.
+- **stop**: SIGTERM straight to a listening stand-in until it has exited; and until it has the
+  signal (**signal**: delivery, the floor of vllmd relaying a stop);
+- **probe**: one ``GET /health`` over a fresh connection to a listening stand-in;
+- **interpreter**: the exec of a bare ``python -c`` to its first statement (cold start's floor);
+- **anyio idle**: a bare interpreter with anyio imported, asleep in ``anyio.run`` (the floor of the
+  daemon's idle memory).
 
 The awatch and inotify references run as children (:mod:`bench.reference`), so that they pay
 for their own wake-ups and can be measured idle next to the daemon.
@@ -28,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.files import BenchError, Records, wait_until, write_json_atomic
-from bench.procs import EXIT_AT_ONCE, Fleet, free_port, ms, reap, spawn, standin_argv, wait_exit
+from bench.procs import (
+    EXIT_AT_ONCE,
+    Fleet,
+    child_env,
+    free_port,
+    ms,
+    reap,
+    spawn,
+    standin_argv,
+    wait_exit,
+)
 
 POLL_SAME_SECOND_S = 1.05
 """Between two writes that a polling watcher must tell apart (mtime in whole seconds)."""
@@ -178,11 +192,11 @@ def awatch_floor(fleet: Fleet, steps: Sequence[int], n: int, n_polling: int) -> 
 
 
 def stop_and_probe_floor(fleet: Fleet, n: int) -> dict[str, list[float]]:
-    """SIGTERM → a listening stand-in has exited; and one GET /health round trip; ms."""
+    """SIGTERM → a listening stand-in has the signal, → has exited; one GET /health; ms."""
     folder = fleet.workdir / "floor-stop"
     folder.mkdir()
     records = Records(folder / "record.jsonl")
-    stop, probe = [], []
+    stop, probe, delivered = [], [], []
     for seq in range(n):
         port = free_port()
         proc = spawn(standin_argv(records.path, seq, port))
@@ -199,11 +213,42 @@ def stop_and_probe_floor(fleet: Fleet, n: int) -> dict[str, list[float]]:
             if t1 is None:
                 raise BenchError("the stand-in did not exit on SIGTERM")
             stop.append(ms(t1 - t0))
+            term = wait_until(lambda pid=proc.pid: records.event(pid, "sigterm"), 1.0, "sigterm")
+            delivered.append(ms(term["t_mono"] - t0))
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             reap(proc)
-    return {"stop": stop, "probe": probe}
+    return {"stop": stop, "probe": probe, "signal": delivered}
+
+
+INTERPRETER_PROGRAM = "import os, time; os.write(1, repr(time.monotonic()).encode())"
+"""A bare interpreter's first statement: it says when it ran (site imported, as for vllmd)."""
+ANYIO_IDLE_PROGRAM = "import anyio; anyio.run(anyio.sleep, 1800)"
+"""The least a daemon on anyio can be: the interpreter, anyio imported, its event loop asleep."""
+
+
+def interpreter_floor(n: int) -> list[float]:
+    """The exec of ``python -c`` → its first statement runs; ms (``vllmd run`` starts so too)."""
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", INTERPRETER_PROGRAM],
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        out.append(ms(float(done.stdout) - t0))
+    return out
+
+
+def anyio_idle(fleet: Fleet) -> int:
+    """Start the anyio idle reference (for the idle window); return its pid."""
+    proc = fleet.popen([sys.executable, "-c", ANYIO_IDLE_PROGRAM], stdout=subprocess.DEVNULL)
+    return proc.pid
 
 
 def _get_health(port: int) -> float:

@@ -104,12 +104,15 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
             fl["inotify"], inotify_pid = floor.inotify_floor(fleet, config.samples)
             fl.update(floor.awatch_floor(fleet, config.steps, config.samples, config.few))
             fl.update(floor.stop_and_probe_floor(fleet, config.few))
+            fl["interpreter"] = floor.interpreter_floor(config.few)
             raw["floor"] = fl
 
             log("vllmd: cold start and stop")
             raw["cold"] = figures.cold_start_and_stop(fleet, config.few)
             log("vllmd: key regeneration")
             raw["key"] = figures.key_regeneration(fleet, config.samples)
+            log("vllmd: first key regeneration, right after start")
+            raw["first_key"] = figures.first_key_regeneration(fleet, config.few)
             log("vllmd: readiness")
             raw["readiness"] = figures.readiness(fleet, config.few, config.listen_delay_s)["ready"]
             log("vllmd: burst")
@@ -121,7 +124,8 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
                 config.burst_settle_s,
             )
 
-            empty, runs, pids = {}, {}, {"inotify": inotify_pid}
+            empty, runs = {}, {}
+            pids = {"inotify": inotify_pid, "anyio": floor.anyio_idle(fleet)}
             for mode in MODES:
                 polling = mode == "polling"
                 log(f"vllmd: reconfigure and idle daemons, {mode}, steps {config.steps}")

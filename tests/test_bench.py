@@ -24,8 +24,10 @@ STEPS = ("10", "30", "50")
 LATENCIES = (
     "reconfigure",
     "key_regeneration",
+    "first_key_regeneration",
     "readiness",
     "stop",
+    "stop_relay",
     "stop_beyond_standin",
     "cold_start_key",
     "cold_start_spawn",
@@ -58,11 +60,20 @@ def test_quick_benchmark_reports_every_figure(report: tuple[dict, str]) -> None:
         figure = figures[name]
         assert figure["n"] == SAMPLES == len(figure["samples_ms"]), name
         assert {"p50", "p90", "p99", "target", "passed"} <= set(figure), name
-    for name in ("reconfigure", "key_regeneration", "readiness", "cold_start_key"):
+    for name in (
+        "reconfigure",
+        "key_regeneration",
+        "first_key_regeneration",
+        "readiness",
+        "stop_relay",
+        "cold_start_key",
+    ):
         assert {"floor", "floor_p50", "ratio_p50", "ratio_p99"} <= set(figures[name]), name
     assert set(figures["reconfigure"]["breakdown"]) == {"notice", "stop", "spawn"}
     for name in ("idle_no_model", "idle_running"):
-        assert {"cpu_s_per_min", "rss_mb", "wakeups_per_s", "passed"} <= set(figures[name])
+        assert {"cpu_s_per_min", "rss_mb", "anyio_rss_mb", "wakeups_per_s", "passed"} <= set(
+            figures[name]
+        )
     burst = figures["burst"]
     assert len(burst["trials"]) == 1
     assert {"max_starts", "last_runs_every_time", "passed"} <= set(burst)
@@ -72,8 +83,9 @@ def test_quick_benchmark_reports_every_figure(report: tuple[dict, str]) -> None:
 def test_quick_benchmark_measures_the_floor_and_every_step(report: tuple[dict, str]) -> None:
     document, _ = report
     floor = document["floor"]
-    for name in ("spawn", "inotify", "stop", "probe"):
+    for name in ("spawn", "inotify", "stop", "probe", "signal", "interpreter"):
         assert floor[name]["n"] == SAMPLES, name
+    assert floor["anyio_idle"]["rss_mb"] > 0
     for step in STEPS:
         for kind in ("awatch", "awatch_polling"):
             assert floor[f"{kind}_notice_{step}"]["n"] == SAMPLES
