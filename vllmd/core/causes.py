@@ -142,6 +142,12 @@ CAUSES = (
         "driver), or use the CPU image.",
     ),
     Cause(
+        "port-in-use",
+        re.compile(r"[Aa]ddress already in use|\[Errno 98\]"),
+        "Another program already listens on vLLM's port.",
+        "Stop the program that holds the port (named above when vllmd can see it).",
+    ),
+    Cause(
         "bad-arguments",
         re.compile(
             r"^(?:vllm(?: serve)?|api_server\.py): error: "

@@ -14,13 +14,17 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
 
 import aiohttp
 import anyio
+
+from vllmd.process.proc import PROC, describe, listening_inodes, port_holders, socket_inodes
 
 __all__ = [
     "FAILURES_TO_WEDGE",
@@ -103,6 +107,10 @@ class Prober:
         port: vLLM's listen port.
         connect_timeout_s: how long the TCP connect may take.
         request_timeout_s: how long ``GET /health`` may take, from connect to the last byte.
+        owners: the pids of our vLLM's process tree, asked on each healthy answer; the answer
+            counts only when one of them holds the listening socket (another program on the
+            port answering 200 is not our vLLM). ``None`` skips the check.
+        proc_root: where ``/proc`` is, for the ownership check.
     """
 
     def __init__(
@@ -112,6 +120,8 @@ class Prober:
         *,
         connect_timeout_s: float = 0.5,
         request_timeout_s: float = 2.0,
+        owners: Callable[[], Iterable[int]] | None = None,
+        proc_root: Path = PROC,
     ) -> None:
         self.host = loopback_host(host)
         self.port = port
@@ -120,13 +130,34 @@ class Prober:
         netloc = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{netloc}:{port}/health"
         self._session: aiohttp.ClientSession | None = None
+        self._owners = owners
+        self._proc_root = proc_root
 
     async def check(self) -> ProbeResult:
         """Probe once: connect, then ``GET /health``. Never raises for a network failure."""
         listening = await self._connect()
         if listening is not None:
             return listening
-        return await self._get_health()
+        result = await self._get_health()
+        if result.ok and self._owners is not None:
+            return self._ours(result)
+        return result
+
+    def _ours(self, result: ProbeResult) -> ProbeResult:
+        """``result``, or NOT_LISTENING when the socket on the port belongs to someone else."""
+        inodes = listening_inodes(self.port, self._proc_root)
+        if not inodes:
+            return result  # /proc/net/tcp unreadable or in another namespace: cannot tell
+        assert self._owners is not None
+        for pid in self._owners():
+            if socket_inodes(pid, self._proc_root) & inodes:
+                return result
+        holders = [pid for pid in port_holders(self.port, self._proc_root)]
+        who = ", ".join(describe(pid, self._proc_root) for pid in holders) or "another process"
+        return ProbeResult(
+            Outcome.NOT_LISTENING,
+            reason=f"port {self.port} answers, but it is held by {who}, not by our vLLM",
+        )
 
     async def _connect(self) -> ProbeResult | None:
         """``None`` when the port accepts a connection, else why not."""

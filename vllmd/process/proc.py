@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vllmd.core.escape import one_line
+
 PROC = Path("/proc")
 
 
@@ -114,6 +116,34 @@ def group_members(pgid: int, proc_root: Path = PROC) -> list[int]:
     return members
 
 
+def descendants(pid: int, proc_root: Path = PROC) -> list[int]:
+    """Pids of the live descendants of ``pid``, at any depth, whatever their group or session.
+
+    A process that calls ``setsid`` leaves its group but not its ancestry; as a subreaper (or
+    PID 1) the daemon adopts every orphan below it, so its descendants are all that it started.
+    """
+    children: dict[int, list[int]] = {}
+    alive: set[int] = set()
+    for other in pids(proc_root):
+        fields = stat(other, proc_root)
+        if fields is None or len(fields) < 2:
+            continue  # exited while we looked
+        try:
+            children.setdefault(int(fields[1]), []).append(other)
+        except ValueError:
+            continue
+        if fields[0] not in ("Z", "X"):
+            alive.add(other)
+    found: list[int] = []
+    stack = list(children.get(pid, ()))
+    while stack:
+        child = stack.pop()
+        if child in alive:
+            found.append(child)
+        stack.extend(children.get(child, ()))  # a zombie's children are re-parented already
+    return sorted(found)
+
+
 def start_time(pid: int, proc_root: Path = PROC) -> int | None:
     """When ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``).
 
@@ -132,3 +162,83 @@ def boot_id(proc_root: Path = PROC) -> str | None:
     data = read_bytes(proc_root / "sys" / "kernel" / "random" / "boot_id")
     text = data.decode(errors="replace").strip() if data else ""
     return text or None
+
+
+_TCP_LISTEN = "0A"
+
+
+def listening_inodes(port: int, proc_root: Path = PROC) -> set[int]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) that listen on ``port`` in this network namespace.
+
+    Read from ``/proc/net/tcp`` and ``/proc/net/tcp6``: ``local_address`` is ``HEXIP:HEXPORT``,
+    ``st`` 0A is LISTEN, and the tenth column is the socket's inode.
+    """
+    found: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        data = _read_all(proc_root / "net" / name)
+        for line in data.decode(errors="replace").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            try:
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(int(fields[9]))
+            except (IndexError, ValueError):
+                continue
+    found.discard(0)
+    return found
+
+
+def _read_all(path: Path) -> bytes:
+    """All of a ``/proc`` file that may be larger than one read (``/proc/net/tcp``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    chunks: list[bytes] = []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > 64 << 20:  # a bound, far above any real table
+                break
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def socket_inodes(pid: int, proc_root: Path = PROC) -> set[int]:
+    """Inodes of the sockets ``pid`` has open (``/proc/PID/fd/N -> socket:[INODE]``)."""
+    folder = proc_root / str(pid) / "fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    found: set[int] = set()
+    for name in names:
+        try:
+            target = os.readlink(folder / name)
+        except OSError:
+            continue  # closed while we looked
+        if target.startswith("socket:["):
+            try:
+                found.add(int(target[8:-1]))
+            except ValueError:
+                continue
+    return found
+
+
+def port_holders(port: int, proc_root: Path = PROC) -> list[int]:
+    """Pids of the processes that hold a socket listening on ``port`` (as far as we may see)."""
+    inodes = listening_inodes(port, proc_root)
+    if not inodes:
+        return []
+    return [pid for pid in pids(proc_root) if socket_inodes(pid, proc_root) & inodes]
+
+
+def describe(pid: int, proc_root: Path = PROC) -> str:
+    """``pid 42 (python3 -m http.server)``: a process as a person would recognise it."""
+    args = cmdline(pid, proc_root)
+    shown = " ".join(args)[:120] if args else "?"
+    return f"pid {pid} ({one_line(shown)})"

@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from vllmd.core.exits import describe_exit
 from vllmd.core.launch import Launch, shown_argv
 from vllmd.process.logpump import LinePump, pump
-from vllmd.process.proc import group_members
+from vllmd.process.proc import descendants, group_members
 from vllmd.process.procgroup import Reaper
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class Supervisor:
         spawn: Spawn = _popen,
         escalated: anyio.Event | None = None,
         members: Callable[[int], list[int]] = group_members,
+        adopter: int | None = None,
     ) -> None:
         self._tg = tg
         self._reaper = reaper
@@ -110,7 +111,8 @@ class Supervisor:
         self._clock = clock
         self._spawn = spawn
         self._escalated = escalated if escalated is not None else anyio.Event()
-        self._members = members
+        self._group_members = members
+        self._adopter = adopter
         self.child: Child | None = None
 
     async def start(self, launch: Launch) -> Child:
@@ -168,18 +170,39 @@ class Supervisor:
         if not child.stopping:
             self._on_exit(child)
 
+    def _members(self, pgid: int) -> list[int]:
+        """vLLM's live processes: its group, and with an adopter every descendant of it.
+
+        A descendant that called ``setsid`` has left the group; as a subreaper the daemon (the
+        adopter) inherits it when its parent dies, so it is found among the adopter's
+        descendants (the daemon starts nothing but vLLM).
+        """
+        found = set(self._group_members(pgid)) | set(descendants(pgid))
+        if self._adopter is not None:
+            found |= set(descendants(self._adopter))
+        return sorted(found)
+
+    def _kill_all(self, pgid: int, pids: list[int]) -> None:
+        """SIGKILL the group ``pgid`` and each of ``pids`` that left it."""
+        _killpg(pgid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     async def _empty_group(self, pgid: int) -> tuple[int, ...]:
-        """Kill what is left in group ``pgid`` and wait until none of it lives."""
+        """Kill what is left of vLLM (its group and its descendants) and wait until none lives."""
         left = self._members(pgid)
         if not left:
             return ()
-        log.info("killing %d process(es) left in vLLM's group %d: %s", len(left), pgid, left)
-        _killpg(pgid)
+        log.info("killing %d process(es) left of vLLM (group %d): %s", len(left), pgid, left)
+        self._kill_all(pgid, left)
         with anyio.move_on_after(self._kill_wait_s):
             while left:
                 with anyio.move_on_after(0.05):
                     await self._reaper.any_exit()
                 left = self._members(pgid)
+                if left:
+                    self._kill_all(pgid, left)  # one that forked while we killed
         if left:
             log.error(
                 "process(es) %s of vLLM's group survived SIGKILL for %.0f s (stuck in a driver?); "
