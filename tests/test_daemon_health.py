@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, Volumes, wait_for
+from conftest import ROOT, Volumes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm-logs"
 LOADING = "The vLLM API is starting."
@@ -24,7 +24,7 @@ def _health_command(volumes: Volumes, *extra: str) -> subprocess.CompletedProces
 
 
 def test_loading_then_ready_once_vllm_listens(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(*volumes.standin_args("org/m", "--fake-listen-delay", "1.5"))
+    volumes.set_args(*volumes.standin_args("org/m", "--fake-listen-delay", "0.5"))
     daemon = start_daemon()
     loading = daemon.wait_health("loading")
     assert loading["message"].startswith(LOADING)
@@ -34,16 +34,6 @@ def test_loading_then_ready_once_vllm_listens(volumes: Volumes, start_daemon) ->
     listening = next(r for r in volumes.records() if r.get("event") == "listening")
     assert listening  # success came only after the port listened
     assert ready["since"] >= loading["since"]
-
-
-def test_loading_turns_to_failure_after_the_grace(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(*volumes.standin_args("org/m", "--fake-never-listen"))
-    daemon = start_daemon("--loading-grace", "1.5")
-    daemon.wait_health("loading")
-    failure = daemon.wait_health("failure", timeout=10)
-    assert failure["message"] == (
-        "The vLLM API did not come up within 1 minute. Check the service logs for errors."
-    )
 
 
 def test_crash_failure_names_exit_status_delay_and_error_line(
@@ -59,38 +49,6 @@ def test_crash_failure_names_exit_status_delay_and_error_line(
     assert "1 s" in message or "1.0 s" in message
     assert "out of memory" in message.lower()
     assert "gpu-memory-utilization" in message
-
-
-def test_death_after_ready_is_noticed(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(*volumes.standin_args("org/m", "--fake-crash-after", "1.5",
-                                           "--fake-exit-code", "9"))  # fmt: skip
-    daemon = start_daemon()
-    daemon.wait_health("success")
-    failure = daemon.wait_health("failure")
-    assert "exited with status 9" in failure["message"]
-
-
-def test_download_and_shard_progress_show_while_loading(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(
-        *volumes.standin_args(
-            "org/m",
-            "--fake-listen-delay",
-            "30",
-            "--fake-write-mb-per-s",
-            "20",
-            "--fake-shards",
-            "4",
-        )
-    )
-    start_daemon()
-    health = wait_for(
-        lambda: (h := volumes.health_json()) and "Downloading:" in h["message"]
-        and "Loading weights: shard" in h["message"] and h,
-        timeout=20, what="progress in the loading message",
-    )  # fmt: skip
-    assert health["result"] == "loading"
-    assert health["detail"]["download"]["bytes"] > 0
-    assert health["detail"]["loading"].startswith("Loading weights: shard")
 
 
 def test_health_command_exit_codes(volumes: Volumes, start_daemon) -> None:
@@ -117,14 +75,3 @@ def test_stale_health_file_with_a_dead_pid_is_not_healthy(volumes: Volumes) -> N
                                           "since": 0, "pid": dead.pid, "task": None,
                                           "detail": {}}))  # fmt: skip
     assert _health_command(volumes).returncode == 2
-
-
-def test_a_vllm_that_hangs_after_ready_is_restarted(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(*volumes.standin_args("org/m", "--fake-hang-after", "0.5"))
-    daemon = start_daemon()
-    first = daemon.wait_starts(1)[0]
-    daemon.wait_health("success")
-    failure = daemon.wait_health("failure", timeout=30)  # three probes without an answer
-    assert "stopped answering" in failure["message"]
-    second = daemon.wait_starts(2, timeout=15)[1]
-    assert second["pid"] != first["pid"]

@@ -7,7 +7,7 @@ import os
 import shutil
 import stat
 
-from conftest import Daemon, Volumes, wait_for
+from conftest import Volumes, wait_for
 
 
 def _valid_key(volumes: Volumes) -> str | None:
@@ -23,15 +23,6 @@ def test_key_is_created_on_start(volumes: Volumes, start_daemon) -> None:
     key = wait_for(lambda: _valid_key(volumes), what="a key")
     assert stat.S_IMODE(volumes.credentials.stat().st_mode) == 0o644
     assert len(key) == 22
-
-
-def test_existing_key_is_kept_across_restarts(volumes: Volumes, start_daemon) -> None:
-    first = start_daemon()
-    key = wait_for(lambda: _valid_key(volumes))
-    first.signal(15)
-    assert first.wait_exit() == 0
-    start_daemon()
-    assert _valid_key(volumes) == key
 
 
 def test_deleted_key_is_regenerated(volumes: Volumes, start_daemon) -> None:
@@ -78,22 +69,6 @@ def test_invalid_key_file_at_start_is_moved_aside(volumes: Volumes, start_daemon
     assert [p.read_text() for p in volumes.public.glob("credentials.json.invalid-*")] == [
         "{garbage"
     ]
-
-
-def test_vllm_is_restarted_with_the_new_key(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(*volumes.standin_args())
-    daemon: Daemon = start_daemon("--auth", "flag")
-    first = daemon.wait_starts(1)[0]
-    old = _valid_key(volumes)
-    assert first["argv"][first["argv"].index("--api-key") + 1] == old
-    volumes.credentials.unlink()
-    second = daemon.wait_starts(2)[1]
-    new = _valid_key(volumes)
-    assert new != old
-    assert second["argv"][second["argv"].index("--api-key") + 1] == new
-    # Our own write of the new key is not a second change: exactly one restart.
-    daemon.wait_health("success")
-    assert len(volumes.starts()) == 2
 
 
 def test_key_never_appears_whole_in_any_output(volumes: Volumes, start_daemon) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -47,7 +46,7 @@ def test_sigint_stops_cleanly_too(volumes: Volumes, start_daemon) -> None:
 def test_stop_kills_the_group_after_the_stop_timeout(volumes: Volumes, start_daemon) -> None:
     volumes.set_args(*volumes.standin_args("org/m", "--fake-ignore-sigterm", "--fake-grandchild",
                                            "--fake-grandchild-ignores-term"))  # fmt: skip
-    daemon = start_daemon("--stop-timeout", "1")
+    daemon = start_daemon("--stop-timeout", "1", "--drain-timeout", "0")
     record = daemon.wait_starts(1)[0]
     _grandchild(volumes)
     daemon.wait_health("success")
@@ -93,39 +92,17 @@ def test_leftovers_of_the_group_are_killed_when_the_main_process_exits(
     assert group_alive(first["pgid"]) == []
 
 
-def test_a_crash_restarts_with_a_growing_back_off(volumes: Volumes, start_daemon) -> None:
+def test_a_crash_restarts_after_its_back_off(volumes: Volumes, start_daemon) -> None:
+    # The wiring (exit noticed, restart scheduled, restarted); the schedule itself (1, 2, 4 …
+    # s, capped, reset) is a table in test_decide and test_reconciler.
     volumes.set_args(
         *volumes.standin_args("org/m", "--fake-crash-after", "0", "--fake-exit-code", "7")
     )
     daemon = start_daemon()
-    starts = daemon.wait_starts(3, timeout=15)
-    gaps = [b["t_mono"] - a["t_mono"] for a, b in itertools.pairwise(starts)]
-    assert gaps[0] >= 1.0 and gaps[1] >= 2.0
+    first, second = daemon.wait_starts(2, timeout=15)[:2]
+    assert second["t_mono"] - first["t_mono"] >= 1.0
     health = daemon.wait_health("failure")
     assert "exited with status 7" in health["message"]
-
-
-def test_a_configuration_change_restarts_at_once_whatever_the_back_off(
-    volumes: Volumes, start_daemon
-) -> None:
-    volumes.set_args(*volumes.standin_args("org/m", "--fake-crash-after", "0"))
-    daemon = start_daemon()
-    daemon.wait_starts(4, timeout=20)  # the back-off is now 8 s
-    began = time.monotonic()
-    volumes.set_args(*volumes.standin_args("org/good"))
-    daemon.wait_starts(5, timeout=5)
-    assert time.monotonic() - began < 4
-    daemon.wait_health("success")
-
-
-def test_a_missing_vllm_program_is_a_crash_with_a_clear_message(
-    volumes: Volumes, start_daemon
-) -> None:
-    volumes.set_args("org/m")
-    daemon = start_daemon("--vllm", str(volumes.root / "no-such-vllm"))
-    daemon.wait_log("cannot start vLLM program")
-    health = daemon.wait_health("failure")
-    assert "127" in health["message"]
 
 
 def test_a_line_of_a_megabyte_and_progress_bars_pass_through(
@@ -136,15 +113,6 @@ def test_a_line_of_a_megabyte_and_progress_bars_pass_through(
     wait_for(lambda: "big line done" in daemon.stdout(), what="the line after the big one")
     assert "x" * (1 << 20) in daemon.stdout()
     daemon.wait_health("success")
-
-
-def test_wedged_vllm_is_restarted(volumes: Volumes, start_daemon) -> None:
-    volumes.set_args(*volumes.standin_args("org/m", "--fake-unhealthy-after", "0.5"))
-    daemon = start_daemon()
-    daemon.wait_starts(1)
-    health = daemon.wait_health("failure", timeout=15)
-    assert "stopped answering" in health["message"]
-    daemon.wait_starts(2, timeout=15)
 
 
 def _orphaning_vllm(tmp_path: Path, linger_s: float) -> tuple[Path, Path]:

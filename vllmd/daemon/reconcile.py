@@ -1,31 +1,35 @@
 """The reconciler: wake on edges, act on levels.
 
-Every wake-up (a file event, a vLLM exit, a probe verdict, the periodic rescan) ends here. It
-re-reads both files, computes the desired launch, compares it with what runs, and acts: nothing,
-a restart, a stop, or a crash restart after its back-off. A burst of events, a missed event or a
-write caught half-way all end in the same place, because it always looks at the files as they are.
+Every wake-up (a file event, a vLLM exit, a wedged verdict, the periodic rescan) ends in
+:meth:`Reconciler.reconcile`: read (both files, the vLLM it started), decide
+(:func:`vllmd.core.decide.decide`, a pure function), act (start, stop), and again until nothing is
+due now. A burst of events, a missed event or a write caught half-way all end in the same place,
+because it always looks at the files as they are. It is the only writer of :class:`Status`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from vllmd.core.backoff import Backoff
+from vllmd.core.decide import Act, Running, decide, settled_at
 from vllmd.core.exits import describe_exit
-from vllmd.core.forensics import OutputTail, diagnose
-from vllmd.core.health import ExitInfo, Phase, Snapshot
+from vllmd.core.forensics import diagnose
+from vllmd.core.health import ExitInfo, Phase
 from vllmd.core.launch import Launch, plan_launch, secrets_of
 from vllmd.core.masking import masker, redact
-from vllmd.core.progress import ProgressTracker
-from vllmd.process.supervisor import Child, Supervisor
+from vllmd.core.readiness import Readiness, Seen
+from vllmd.daemon.status import Status
+from vllmd.process.supervisor import Child
 from vllmd.settings import Settings
 from vllmd.state.credentials import InvalidCredentials, ensure_key
 from vllmd.state.store import Store, StoreError, read_store
@@ -40,41 +44,51 @@ QUIET_S = 0.05
 """...for this long, so that a burst of writes ends in one more restart, with the last content."""
 
 
-@dataclass
-class Status:
-    """What the daemon knows about vLLM, for the health verdict; mutated by the daemon only."""
+class Supervising(Protocol):
+    """What the reconciler needs of :class:`vllmd.process.supervisor.Supervisor`."""
 
-    phase: Phase = Phase.NO_MODEL
-    config_started_at: float | None = None
-    ready_since: float | None = None
-    exit: ExitInfo | None = None
-    stuck_pids: tuple[int, ...] = ()
-    store_problem: str | None = None
-    model: str | None = None
-    progress: ProgressTracker = field(default_factory=ProgressTracker)
-    tail: OutputTail = field(default_factory=OutputTail)
-    _changed: anyio.Event = field(default_factory=anyio.Event)
+    async def start(self, launch: Launch) -> Child: ...
+    async def stop(self, *, drain: bool = True) -> Child | None: ...
 
-    def touch(self) -> None:
-        """Tell whoever waits in :meth:`changed` that something changed."""
-        self._changed.set()
-        self._changed = anyio.Event()
 
-    async def changed(self) -> None:
-        """Wait for the next :meth:`touch`."""
-        await self._changed.wait()
+class Bell:
+    """What wakes the reconciler: file events (their times decide when a burst has settled),
+    vLLM's exit, a wedged verdict. The periodic rescan is the reconciler's own deadline."""
 
-    def snapshot(self) -> Snapshot:
-        """The pure health input for this moment."""
-        return Snapshot(
-            phase=self.phase,
-            config_started_at=self.config_started_at,
-            progress=self.progress.progress(),
-            exit=self.exit,
-            stuck_pids=self.stuck_pids,
-            store_problem=self.store_problem,
-            model=self.model,
-        )
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._event = anyio.Event()
+        self.first_change: float | None = None
+        """When the first file change not yet read came."""
+        self.last_change: float | None = None
+        """When the last one came."""
+
+    def file_changed(self) -> None:
+        """A watched file may have changed (the watcher's callback)."""
+        now = self._clock()
+        if self.first_change is None:
+            self.first_change = now
+        self.last_change = now
+        self.ring()
+
+    def child_exited(self, child: Child) -> None:
+        """vLLM exited on its own (the supervisor's callback); the reconciler reads how."""
+        del child  # read from the reconciler's own reference to the child it started
+        self.ring()
+
+    def ring(self) -> None:
+        """Ask for a reconcile soon."""
+        self._event.set()
+
+    def changes_read(self) -> None:
+        """The files are about to be read: the changes so far are taken into account."""
+        self.first_change = self.last_change = None
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for the next ring, at most ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        self._event = anyio.Event()
 
 
 def _fingerprint(path: Path) -> bytes | None:
@@ -85,113 +99,188 @@ def _fingerprint(path: Path) -> bytes | None:
 
 
 class Reconciler:
-    """Keeps the running vLLM equal to the launch that the files describe."""
+    """Keeps the running vLLM equal to the launch that the files describe.
+
+    Args:
+        settings: where the files are, and what the launch is made of.
+        supervisor: starts and stops vLLM (a scripted fake in tests).
+        status: what the health says; the reconciler is its only writer.
+        bell: what wakes it; the watcher and the supervisor ring it.
+        base_env: the environment vLLM inherits.
+        guard_dir: where the API key guard lies, with ``--auth guard``.
+        clock: monotonic seconds (injected in tests, with the bell's).
+        rescan_s: how often to look at the files when nothing wakes it.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        supervisor: Supervisor,
+        supervisor: Supervising,
         status: Status,
+        bell: Bell,
         *,
         base_env: Mapping[str, str],
         guard_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rescan_s: float = RESCAN_S,
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
         self._status = status
+        self._bell = bell
         self._base_env = dict(base_env)
         self._guard_dir = guard_dir
         self._clock = clock
+        self._rescan_s = rescan_s
         self._backoff = Backoff()
-        self._event = anyio.Event()
-        self._file_change = False
-        self._last_start = float("-inf")
+        self._child: Child | None = None  # the vLLM started last; None once stopped for good
+        self._readiness = Readiness()  # of that vLLM
+        self._exit_noted: Child | None = None
+        self._last_start = -math.inf
         self._restart_at: float | None = None
-        self._wedged: Child | None = None
         self._key: str | None = None
         self._store: Store | None = None
         self._store_print: bytes | None = None
         self._store_problem: str | None = None
         self._dropped: tuple[str, ...] = ()
 
-    # -- wake-ups -------------------------------------------------------------------------------
-
-    def wake(self, *, file_change: bool = False) -> None:
-        """Ask for a reconcile soon (at once, unless a restart has just happened)."""
-        self._file_change = self._file_change or file_change
-        self._event.set()
-
-    def on_exit(self, child: Child) -> None:
-        """vLLM exited on its own: schedule its restart after the back-off."""
-        if child is not self._supervisor.child:
-            return
-        self._schedule_restart(child, Phase.CRASHED)
-
-    def on_wedged(self, child: Child) -> None:
-        """vLLM was ready and stopped answering while its process lives: restart it."""
-        if child is self._supervisor.child and child.alive:
-            log.warning(
-                "vLLM (pid %d) stopped answering its health probe; restarting it", child.pid
-            )
-            self._wedged = child
-            self._status.phase = Phase.WEDGED
-            self._status.touch()
-            self.wake()
-
-    def _schedule_restart(self, child: Child, phase: Phase) -> None:
-        status = self._status
-        ready_for = None
-        if status.ready_since is not None and child.exited_at is not None:
-            ready_for = child.exited_at - status.ready_since
-        delay = self._backoff.next_delay(ready_for)
-        exited_at = child.exited_at if child.exited_at is not None else self._clock()
-        self._restart_at = exited_at + delay
-        diagnosis = diagnose(status.tail.text())
-        if child.spawn_error is not None and diagnosis is None:
-            diagnosis = diagnose(f"ERROR cannot start {child.launch.argv[0]}: {child.spawn_error}")
-        status.exit = ExitInfo(
-            returncode=child.returncode if child.returncode is not None else -1,
-            restart_delay_s=delay,
-            diagnosis=diagnosis,
-        )
-        status.phase = phase
-        status.ready_since = None
-        status.stuck_pids = child.stuck_pids
-        status.touch()
-        log.info("restarting vLLM in %.0f s (%s)", delay, describe_exit(child.returncode))
-        self.wake()
-
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Reconcile now, then every time something wakes us, until cancelled."""
-        await self.reconcile()
+        """Reconcile now, then every time something wakes us (or a deadline passes), until
+        cancelled."""
+        next_at = await self.reconcile()
         task_status.started()
         while True:
-            await self._wait()
-            await self.reconcile()
+            timeout = self._rescan_s
+            if next_at is not None:
+                timeout = min(timeout, max(0.0, next_at - self._clock()))
+            await self._bell.wait(timeout)
+            next_at = await self.reconcile()
 
-    async def _wait(self) -> None:
-        timeout = RESCAN_S
-        if self._restart_at is not None:
-            timeout = min(timeout, max(0.0, self._restart_at - self._clock()))
-        with anyio.move_on_after(timeout):
-            await self._event.wait()
-        self._event = anyio.Event()
-        if self._file_change:
-            self._read_key()  # a vanished key comes back at once, whatever else waits
-        if self._file_change and self._clock() - self._last_start < COOLDOWN_S:
-            # Right after a restart: let a burst of writes finish before acting on it, but
-            # never wait longer than the cool-down for a writer that does not stop.
-            with anyio.move_on_after(COOLDOWN_S):
-                while True:
-                    with anyio.move_on_after(QUIET_S) as quiet:
-                        await self._event.wait()
-                    self._event = anyio.Event()
-                    if quiet.cancelled_caught:
-                        break
-        self._file_change = False
+    async def reconcile(self) -> float | None:
+        """Read, decide, act, until nothing is due now; return when to look again (``None``:
+        at the next wake-up or rescan)."""
+        while True:
+            now = self._clock()
+            self._note_exit()
+            bell = self._bell
+            if bell.first_change is not None and bell.last_change is not None:
+                settled = settled_at(bell.first_change, bell.last_change, self._last_start)
+                if settled > now:
+                    self._read_key()  # a vanished key comes back at once, whatever else waits
+                    return settled
+                bell.changes_read()
+            desired = self._desired()
+            decision = decide(desired, self._running(), self._restart_at)
+            if not decision.due(now):
+                return decision.at
+            await self._act(decision.act, desired)
+
+    def _running(self) -> Running | None:
+        child = self._child
+        if child is None:
+            return None
+        return Running(child.launch, done=child.done.is_set(), wedged=self._readiness.wedged)
+
+    async def _act(self, act: Act, desired: Launch | None) -> None:
+        status, supervisor = self._status, self._supervisor
+        child = self._child
+        if act is Act.START or act is Act.RESTART:
+            assert desired is not None
+            await self._start(desired, new_config=act is Act.START)
+        elif act is Act.REPLACE:
+            log.info("the configuration changed: restarting vLLM")
+            # Loading from now on, not "ready" while the old one stops.
+            status.set(phase=Phase.STARTING, config_started_at=self._clock())
+            await supervisor.stop()
+        elif act is Act.STOP_WEDGED:
+            assert child is not None
+            log.warning(
+                "vLLM (pid %d) stopped answering its health probe; restarting it", child.pid
+            )
+            await supervisor.stop(drain=False)  # it answers nothing: there is nothing to drain
+            self._schedule_restart(child, Phase.WEDGED)
+        elif act is Act.STOP:
+            if child is not None and not child.done.is_set():
+                log.info("no model selected: stopping vLLM")
+                await supervisor.stop()
+            self._child, self._restart_at = None, None
+            status.set(phase=Phase.NO_MODEL, exit=None, config_started_at=None, model=None)
+
+    async def _start(self, launch: Launch, *, new_config: bool) -> None:
+        status = self._status
+        now = self._clock()
+        self._restart_at = None
+        if new_config:
+            self._backoff.reset()
+            status.progress.reset(now)
+        else:
+            status.progress.restarted()
+        status.tail.clear()
+        self._readiness = Readiness()
+        self._last_start = now
+        fresh = {"config_started_at": now, "exit": None} if new_config else {}
+        status.set(phase=Phase.STARTING, stuck_pids=(), model=launch.model, **fresh)
+        self._child = await self._supervisor.start(launch)
+        status.touch()  # the probe waits for a child to probe
+
+    # -- what happened to vLLM ------------------------------------------------------------------
+
+    def _note_exit(self) -> None:
+        """A vLLM that ended on its own (crash, or could not start): schedule its restart."""
+        child = self._child
+        if child is None or child is self._exit_noted or child.stopping or not child.done.is_set():
+            return
+        self._exit_noted = child
+        self._schedule_restart(child, Phase.CRASHED)
+
+    def _schedule_restart(self, child: Child, phase: Phase) -> None:
+        ready_since = self._readiness.ready_since
+        ready_for = None
+        if ready_since is not None and child.exited_at is not None:
+            ready_for = child.exited_at - ready_since
+        delay = self._backoff.next_delay(ready_for)
+        exited_at = child.exited_at if child.exited_at is not None else self._clock()
+        self._restart_at = exited_at + delay
+        diagnosis = diagnose(self._status.tail.text())
+        if child.spawn_error is not None and diagnosis is None:
+            diagnosis = diagnose(f"ERROR cannot start {child.launch.argv[0]}: {child.spawn_error}")
+        returncode = child.returncode if child.returncode is not None else -1
+        self._status.set(
+            phase=phase,
+            exit=ExitInfo(returncode=returncode, restart_delay_s=delay, diagnosis=diagnosis),
+            stuck_pids=child.stuck_pids,
+        )
+        log.info("restarting vLLM in %.0f s (%s)", delay, describe_exit(child.returncode))
+
+    def probe_target(self) -> Child | None:
+        """The vLLM to probe now, if any (alive, not being stopped, not wedged)."""
+        child = self._child
+        if child is None or not self._readiness.wants_probe(
+            alive=child.alive, stopping=child.stopping
+        ):
+            return None
+        return child
+
+    @property
+    def readiness(self) -> Readiness:
+        """The probe's view of the vLLM started last (read it; :meth:`on_probe` changes it)."""
+        return self._readiness
+
+    def on_probe(self, child: Child, ok: bool) -> Seen:
+        """Take the probe's answer about ``child`` (``ok``: ``/health`` answered 200)."""
+        if child is not self._child or not child.alive or child.stopping:
+            return Seen.NOTHING_NEW  # a stale answer: that vLLM is gone or going
+        seen = self._readiness.observe(ok, self._clock())
+        if seen is Seen.BECAME_READY:
+            self._status.set(phase=Phase.READY)
+        elif seen is Seen.WEDGED:
+            self._status.set(phase=Phase.WEDGED)
+            self._bell.ring()
+        return seen
+
+    # -- reading the files ----------------------------------------------------------------------
 
     def _read_key(self) -> str | None:
         settings = self._settings
@@ -229,17 +318,22 @@ class Reconciler:
             if str(exc) != self._store_problem:
                 log.error("%s Keeping the last good configuration.", exc)
             self._store_problem = str(exc)
-            self._status.store_problem = self._store_problem
+            self._note_store_problem(self._store_problem)
             return self._store  # the last good one; the file is never touched
         self._store_print = fingerprint
         self._store = store
         if self._store_problem is not None:
             log.info("%s is valid again", path)
         self._store_problem = None
-        self._status.store_problem = None
+        self._note_store_problem(None)
         return store
 
+    def _note_store_problem(self, problem: str | None) -> None:
+        if problem != self._status.record.store_problem:
+            self._status.set(store_problem=problem)
+
     def _desired(self) -> Launch | None:
+        self._settings.models_dir.mkdir(parents=True, exist_ok=True)
         key = self._read_key()
         store = self._read_store()
         if key is None:
@@ -256,66 +350,3 @@ class Reconciler:
             )
         self._dropped = plan.dropped
         return plan.launch
-
-    async def reconcile(self) -> None:
-        """Make what runs equal to what the files say."""
-        self._settings.models_dir.mkdir(parents=True, exist_ok=True)
-        desired = self._desired()
-        supervisor, status = self._supervisor, self._status
-        child = supervisor.child
-        if self._wedged is not None and self._wedged is child:
-            self._wedged = None
-            await supervisor.stop()
-            self._schedule_restart(child, Phase.WEDGED)
-            desired = self._desired()
-        running = child.launch if child is not None else None
-
-        if desired is None:
-            self._restart_at = None
-            if child is not None and not child.done.is_set():
-                log.info("no model selected: stopping vLLM")
-                await supervisor.stop()
-            if status.phase is not Phase.NO_MODEL:
-                supervisor.child = None
-                status.phase, status.exit, status.config_started_at = Phase.NO_MODEL, None, None
-                status.model = None
-                status.touch()
-            return
-
-        if desired != running:
-            if child is not None and not child.done.is_set():
-                log.info("the configuration changed: restarting vLLM")
-                status.phase, status.config_started_at = Phase.STARTING, self._clock()
-                status.touch()  # loading from now on, not "ready" while the old one stops
-                await supervisor.stop()
-                # Writes that came during the stop are read now, so they cost no extra restart.
-                desired = self._desired()
-                if desired is None:
-                    return await self.reconcile()
-            self._backoff.reset()
-            await self._start(desired, new_config=True)
-            return
-
-        assert child is not None
-        restart_at = self._restart_at
-        if child.done.is_set() and restart_at is not None and self._clock() >= restart_at:
-            await self._start(desired, new_config=False)
-
-    async def _start(self, launch: Launch, *, new_config: bool) -> None:
-        status = self._status
-        now = self._clock()
-        self._restart_at = None
-        if new_config:
-            status.config_started_at = now
-            status.progress.reset(now)
-            status.exit = None
-        else:
-            status.progress.restarted()
-        status.phase = Phase.STARTING
-        status.ready_since = None
-        status.stuck_pids = ()
-        status.model = launch.model
-        status.tail.clear()
-        self._last_start = now
-        await self._supervisor.start(launch)
-        status.touch()

@@ -1,0 +1,188 @@
+"""The daemon's tasks in-process (CONTRACT §2.6, §3): the health publisher, the probe loop, the
+download sampler and the output pumps, wired to a real Status and Reconciler, on the real clock
+with short deadlines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from daemon_support import World
+
+from vllmd.core.health import Phase
+from vllmd.daemon.healthfile import HealthPublisher
+from vllmd.daemon.serve import Daemon, _output, probe_vllm, publish_health, sample_downloads
+from vllmd.daemon.status import Status
+from vllmd.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+SHARD_LINE = "Loading safetensors checkpoint shards:  50% Completed | 2/4 [00:01<00:01, 1.5it/s]"
+
+
+def _health(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+async def _until(condition: Any, timeout: float = 3.0) -> Any:
+    """Wait for ``condition()`` to be truthy, checking every few ms, under a deadline."""
+    with anyio.fail_after(timeout):
+        while not (value := condition()):
+            await anyio.sleep(0.005)
+    return value
+
+
+def _settings(tmp_path: Path, grace_s: float = 2_100.0) -> Settings:
+    return Settings(data=tmp_path / "data", public=tmp_path / "public",
+                    run_dir=tmp_path / "run", loading_grace_s=grace_s)  # fmt: skip
+
+
+async def test_health_turns_to_failure_when_the_grace_runs_out_without_a_tick(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, grace_s=0.3)
+    settings.run_dir.mkdir(parents=True)
+    status = Status()
+    publisher = HealthPublisher(settings.health_path, os.getpid())
+    status.set(phase=Phase.STARTING, config_started_at=time.monotonic(), model="org/m")
+    began = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publish_health, settings, status, publisher)
+        loading = await _until(lambda: _health(settings.health_path))
+        assert loading["result"] == "loading"
+        failure = await _until(
+            lambda: (h := _health(settings.health_path)) and h["result"] == "failure" and h
+        )
+        took = time.monotonic() - began
+        tg.cancel_scope.cancel()
+    assert failure["message"].startswith("The vLLM API did not come up within 1 minute.")
+    # Woken by the deadline itself: well before a 1 s tick would have looked again.
+    assert 0.3 <= took < 0.9
+
+
+async def test_progress_while_loading_is_published_as_it_comes(tmp_path: Path) -> None:
+    """vLLM's output and the growing cache reach the health file through the pumps and the
+    sampler, each waking the publisher (no polling)."""
+    settings = _settings(tmp_path)
+    settings.run_dir.mkdir(parents=True)
+    settings.models_dir.mkdir(parents=True)
+    status = Status()
+    status.progress.reset(time.monotonic())
+    publisher = HealthPublisher(settings.health_path, os.getpid())
+    status.set(phase=Phase.STARTING, config_started_at=time.monotonic(), model="org/m")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publish_health, settings, status, publisher)
+        tg.start_soon(sample_downloads, settings, status, 0.02)
+        pump = _output(status, "text").stderr()
+        pump.feed(f"{SHARD_LINE}\n".encode())  # what the supervisor's pump does with vLLM's lines
+        health = await _until(
+            lambda: (h := _health(settings.health_path)) and "shard 2/4" in h["message"] and h
+        )
+        await _until(lambda: status.progress.meter.downloaded_bytes is not None)  # a baseline
+        (tmp_path / "blob").write_bytes(b"x" * 1_000_000)
+        os.replace(tmp_path / "blob", settings.models_dir / "blob")  # whole, as a sample sees it
+        health = await _until(
+            lambda: (h := _health(settings.health_path)) and "Download" in h["message"] and h
+        )
+        tg.cancel_scope.cancel()
+    assert health["result"] == "loading"
+    assert health["detail"]["download"]["bytes"] == 1_000_000
+    assert health["detail"]["loading"] == "Loading weights: shard 2/4."
+
+
+@dataclass
+class Answer:
+    """What the scripted prober says: ``ok`` and a text for the log."""
+
+    ok: bool
+
+    def __str__(self) -> str:
+        return "200" if self.ok else "no answer within 5 s"
+
+
+class ScriptedProber:
+    """Answers from a script, then keeps giving the last one."""
+
+    def __init__(self, *answers: bool) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def check(self) -> Answer:
+        self.asked += 1
+        ok = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return Answer(ok)
+
+
+async def test_the_probe_makes_vllm_ready_then_reports_it_wedged_after_three_failures(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path, clock=time.monotonic)
+    world.select("org/a")
+    await world.reconcile()
+    first = world.supervisor.child
+    prober = ScriptedProber(True, True, False, False, False, True)
+    caplog.set_level(logging.INFO)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe_vllm, prober, 8000, world.reconciler, world.status, 0.001, 0.001)
+        await _until(lambda: world.phase is Phase.WEDGED)
+        asked = prober.asked
+        await world.reconcile()  # what the bell asks for: stop it, restart after the back-off
+        assert world.supervisor.stopped == [first]
+        await anyio.sleep(0.05)
+        assert prober.asked == asked  # not probed while wedged or stopped
+        tg.cancel_scope.cancel()
+    lines = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("vllmd.daemon", "vLLM is ready on port 8000") in lines
+    failed = [m for name, m in lines if name == "vllmd.daemon" and "probe failed" in m]
+    assert failed == [
+        f"vLLM health probe failed (no answer within 5 s), {n} of 3" for n in (1, 2, 3)
+    ]
+    assert any("stopped answering its health probe; restarting it" in m for _, m in lines)
+
+
+async def test_the_probe_waits_for_a_vllm_to_probe_and_starts_when_one_runs(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, clock=time.monotonic)
+    prober = ScriptedProber(True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe_vllm, prober, 8000, world.reconciler, world.status, 0.001, 1.0)
+        await anyio.sleep(0.02)
+        assert prober.asked == 0  # nothing runs: nothing is probed
+        world.select("org/a")
+        await world.reconcile()
+        await _until(lambda: world.phase is Phase.READY)
+        tg.cancel_scope.cancel()
+
+
+async def test_start_up_publishes_a_fresh_health_file_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    """A previous run's verdict is replaced even when the next step (the key) fails."""
+    settings = _settings(tmp_path)
+    settings.run_dir.mkdir(parents=True)
+    settings.health_path.write_text(json.dumps({"result": "success", "pid": 1}))  # a stale run
+    settings.public.parent.mkdir(parents=True, exist_ok=True)
+    settings.public.write_text("a file where the public folder should be")
+    daemon = Daemon(settings)
+    assert daemon.prepare_files() is False  # the public folder cannot be made
+    health = _health(settings.health_path)
+    assert health is not None and health["result"] == "loading" and health["pid"] == os.getpid()
+
+
+async def test_start_up_keeps_an_existing_key(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert Daemon(settings).prepare_files()
+    key = json.loads(settings.credentials_path.read_text())["apiKey"]
+    assert Daemon(settings).prepare_files()  # the next run of the daemon
+    assert json.loads(settings.credentials_path.read_text())["apiKey"] == key
