@@ -31,8 +31,8 @@ from vllmd.actions.requests import DeleteModelCache, EnvChange, SetModel, Stated
 from vllmd.actions.result import ActionError
 from vllmd.actions.set_model_form import Current, form_document
 from vllmd.cli import build_parser
-from vllmd.core.presets import load_catalog
 from vllmd.hardware.tiers import detect
+from vllmd.state.catalog import load_catalog
 
 H200 = ("--tier", "nvidia-hopper", "--memory-gb", "141")
 CPU = ("--tier", "cpu", "--memory-gb", "16")

@@ -12,7 +12,8 @@ from vllmd.core.fit import (
     fit_preset,
     tensor_parallel_size,
 )
-from vllmd.core.presets import Build, Catalog, ContextStep, Preset, Tiers, load_catalog
+from vllmd.core.presets import Build, Catalog, ContextStep, Preset, Tiers
+from vllmd.state.catalog import load_catalog
 
 CATALOG = load_catalog()
 

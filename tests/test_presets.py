@@ -13,17 +13,11 @@ import msgspec
 import pytest
 from actions_support import ROOT
 
+from vllmd.core.choices import TIERS
 from vllmd.core.fit import Machine, fit_preset
 from vllmd.core.launch import FIXED_FLAGS
-from vllmd.core.presets import (
-    TIERS,
-    Catalog,
-    CatalogError,
-    catalog_path,
-    load_catalog,
-    model_id_problem,
-    parse_catalog,
-)
+from vllmd.core.presets import Catalog, CatalogError, model_id_problem, parse_catalog
+from vllmd.state.catalog import catalog_path, load_catalog
 
 CATALOG_FILE = ROOT / "config" / "presets.toml"
 

@@ -51,7 +51,7 @@ class Settings:
 
     @property
     def cache_dir(self) -> Path:
-        """``DATA/cache``: vLLM's, Inductor's and Triton's compile caches, kept across containers."""
+        """``DATA/cache``: the compile caches of vLLM, Inductor and Triton, kept across runs."""
         return self.data / "cache"
 
     @property

@@ -26,10 +26,11 @@ from vllmd.core.argsplit import join_args, parse_custom, parse_env
 from vllmd.core.choices import TIERS, is_tier
 from vllmd.core.fit import Fit, fit_catalog, fitting
 from vllmd.core.launch import model_of
-from vllmd.core.presets import CUSTOM, Catalog, load_catalog
+from vllmd.core.presets import CUSTOM, Catalog
 from vllmd.hardware.tiers import Hardware, detect
 from vllmd.settings import Settings
 from vllmd.state.atomicfile import aside_path
+from vllmd.state.catalog import load_catalog
 from vllmd.state.store import EnvVar, Store, StoreError, read_store, update_store
 
 DOWNLOAD_NOTE = (

@@ -2,17 +2,14 @@
 
 The catalog is data (``config/presets.toml``), decoded strictly with msgspec: an unknown field, a
 wrong type or a broken rule is a :class:`CatalogError` that names the preset and the field, raised
-when the catalog is loaded, never half-way through an action. Which preset fits which machine is
-:mod:`vllmd.core.fit`'s job.
+when the catalog is loaded, never half-way through an action. Pure: reading the file is
+:mod:`vllmd.state.catalog`'s job, which preset fits which machine :mod:`vllmd.core.fit`'s.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -218,32 +215,3 @@ def parse_catalog(data: bytes, source: str = "presets.toml") -> Catalog:
     except CatalogError as exc:
         raise CatalogError(f"{source}: {exc}") from exc
     return catalog
-
-
-def catalog_path(package: Traversable | None = None) -> Path:
-    """Where the bundled catalog is: inside the installed package, else in the source checkout.
-
-    A wheel carries it as ``vllmd/_config/presets.toml`` (pyproject force-includes it); a source
-    checkout has it at ``config/presets.toml`` beside the ``vllmd`` package. ``package`` stands
-    for the installed ``vllmd`` package's files (default: the one imported).
-    """
-    package = resources.files("vllmd") if package is None else package
-    bundled = package / "_config" / "presets.toml"
-    if bundled.is_file():
-        return Path(str(bundled))
-    # The checkout's folder is found from the package root, not by counting this module's parents,
-    # so the module can move within the package.
-    return Path(str(resources.files("vllmd"))).resolve().parent / "config" / "presets.toml"
-
-
-def load_catalog(path: Path | None = None) -> Catalog:
-    """Read and check the catalog at ``path`` (default: :func:`catalog_path`)."""
-    path = catalog_path() if path is None else path
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CatalogError(
-            f"{path}: cannot read the preset catalog ({exc.strerror or exc}). "
-            "The installation is incomplete: reinstall vllmd."
-        ) from exc
-    return parse_catalog(data, str(path))
