@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.report import chart, render
 from bench.run import Config, run
-from bench.summary import summarize
+from bench.summary import LATENCIES, summarize
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -47,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="watch steps in ms to compare, comma-separated (default 10,30,50)",
     )
     parser.add_argument(
+        "--real",
+        action="store_true",
+        help="instead: vllmd over the real CPU vLLM next to vllm serve (minutes; not in CI)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, metavar="N", help="--real: rounds per figure (default 2)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     args = parser.parse_args(argv)
@@ -60,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def log(message: str) -> None:
         print(f"bench [{time.monotonic() - began:5.1f} s]: {message}", file=sys.stderr, flush=True)
+
+    if args.real:
+        from bench.real_report import main_real
+
+        return main_real(args.out, args.rounds, log)
 
     raw = run(config, log)
     result = summarize(raw)
@@ -86,17 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for mode, by_step in result["steps"].items():
         for step, figs in by_step.items():
             series[f"reconfigure {mode} {step}"] = figs["reconfigure"]["samples_ms"]
-    for name in (
-        "key_regeneration",
-        "first_key_regeneration",
-        "readiness",
-        "stop",
-        "stop_relay",
-        "stop_beyond_standin",
-        "cold_start_key",
-    ):
-        series[name.replace("_", " ")] = result["figures"][name]["samples_ms"]
-    series["cold start spawn"] = result["figures"]["cold_start_spawn"]["samples_ms"]
+    for name in LATENCIES:
+        if name != "reconfigure":  # charted once a step, above
+            series[name.replace("_", " ")] = result["figures"][name]["samples_ms"]
     for name, f in result["floor"].items():
         if "samples_ms" in f:
             series[f"floor: {name.replace('_', ' ')}"] = f["samples_ms"]
