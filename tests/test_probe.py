@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -95,7 +97,7 @@ async def test_a_503_is_unhealthy_and_keeps_the_status() -> None:
     assert not result.ok
 
 
-async def test_the_session_is_reused_across_checks_and_sees_changes() -> None:
+async def test_each_check_sees_the_current_answer() -> None:
     status = [200]
     async with http_server(status) as port, prober(port) as probe:
         first = await probe.check()
@@ -162,6 +164,49 @@ async def test_aclose_is_idempotent_and_a_closed_prober_can_check_again() -> Non
         finally:
             await probe.aclose()
             await probe.aclose()
+
+
+async def test_an_answer_that_is_not_http_is_no_answer() -> None:
+    async def handle(stream: SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        async with prober(listener.extra(SocketAttribute.local_port)) as probe:
+            with anyio.fail_after(5):
+                result = await probe.check()
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+
+    assert result.outcome is Outcome.NO_ANSWER
+    assert "not an HTTP answer" in result.reason
+
+
+async def test_a_server_that_closes_without_answering_is_no_answer() -> None:
+    async def handle(stream: SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        async with prober(listener.extra(SocketAttribute.local_port)) as probe:
+            with anyio.fail_after(5):
+                result = await probe.check()
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+
+    assert result.outcome is Outcome.NO_ANSWER
+
+
+def test_the_probe_loads_no_http_client_library() -> None:
+    # The daemon's idle memory: aiohttp alone was 13.5 MB of the 41 MB (issue 14).
+    code = "import sys, vllmd.daemon.probe; print('aiohttp' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(

@@ -4,16 +4,14 @@ vLLM binds its port before it loads the model but accepts connections only once 
 refused connection means "still loading" (or "gone"), not "broken". Once the port accepts,
 ``/health`` answers 200 when the engine is fine and 503 when it died; a hang is a failure too.
 
-The prober keeps one :class:`aiohttp.ClientSession` (one kept-alive connection) for its whole
-life; close it with :meth:`Prober.aclose` or use it as an async context manager. It needs the
-asyncio backend of anyio (aiohttp runs on asyncio).
+Each check is one fresh connection and one ``GET /health`` written by hand over it (HTTP/1.1,
+``Connection: close``; only the status line is read): an HTTP client library would cost the
+daemon 13.5 MB of memory for one request every two seconds.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import socket
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
 
-import aiohttp
 import anyio
+from anyio.abc import SocketStream
 
 from vllmd.process.proc import PROC, describe, listening_inodes, port_holders, socket_inodes
 
@@ -129,16 +127,26 @@ class Prober:
         self.request_timeout_s = request_timeout_s
         netloc = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{netloc}:{port}/health"
-        self._session: aiohttp.ClientSession | None = None
+        self._request = (
+            f"GET /health HTTP/1.1\r\nHost: {netloc}:{port}\r\nUser-Agent: vllmd-probe\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
         self._owners = owners
         self._proc_root = proc_root
 
     async def check(self) -> ProbeResult:
         """Probe once: connect, then ``GET /health``. Never raises for a network failure."""
-        listening = await self._connect()
-        if listening is not None:
-            return listening
-        result = await self._get_health()
+        try:
+            with anyio.fail_after(self.connect_timeout_s):
+                stream = await anyio.connect_tcp(self.host, self.port)
+        except TimeoutError:
+            # On loopback a refused connect is instant; one that hangs means a full backlog,
+            # a server that listens but never accepts.
+            return ProbeResult(Outcome.NO_ANSWER, reason="the connection was not accepted in time")
+        except OSError as exc:  # refused, or the address is not there (no IPv6, say)
+            return ProbeResult(Outcome.NOT_LISTENING, reason=_reason(exc))
+        async with stream:
+            result = await self._get_health(stream)
         if result.ok and self._owners is not None:
             return self._ours(result)
         return result
@@ -159,58 +167,26 @@ class Prober:
             reason=f"port {self.port} answers, but it is held by {who}, not by our vLLM",
         )
 
-    async def _connect(self) -> ProbeResult | None:
-        """``None`` when the port accepts a connection, else why not."""
-        try:
-            with anyio.fail_after(self.connect_timeout_s):
-                stream = await anyio.connect_tcp(self.host, self.port)
-        except TimeoutError:
-            # On loopback a refused connect is instant; one that hangs means a full backlog,
-            # a server that listens but never accepts.
-            return ProbeResult(Outcome.NO_ANSWER, reason="the connection was not accepted in time")
-        except OSError as exc:  # refused, or the address is not there (no IPv6, say)
-            return ProbeResult(Outcome.NOT_LISTENING, reason=_reason(exc))
-        with contextlib.suppress(OSError):
-            await stream.aclose()
-        return None
-
-    async def _get_health(self) -> ProbeResult:
-        session = self._get_session()
+    async def _get_health(self, stream: SocketStream) -> ProbeResult:
         try:
             with anyio.fail_after(self.request_timeout_s):
-                async with session.get(self.url, allow_redirects=False) as response:
-                    await response.read()
-                    status = response.status
+                await stream.send(self._request)
+                head = await _status_line(stream)
         except TimeoutError:
             return ProbeResult(Outcome.NO_ANSWER, reason="no answer to GET /health in time")
-        except aiohttp.ClientConnectorError as exc:  # went away between the two steps
-            return ProbeResult(Outcome.NOT_LISTENING, reason=_reason(exc))
-        except (aiohttp.ClientError, OSError) as exc:  # reset, disconnected, garbled
+        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:  # reset, closed
             return ProbeResult(Outcome.NO_ANSWER, reason=_reason(exc))
+        match = _STATUS.match(head)
+        if match is None:
+            shown = head[:60].decode("ascii", "replace")
+            return ProbeResult(Outcome.NO_ANSWER, reason=f"not an HTTP answer: {shown!r}")
+        status = int(match[1])
         if status == 200:
             return ProbeResult.HEALTHY
         return ProbeResult(Outcome.UNHEALTHY, status, reason=f"GET /health answered {status}")
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Made on first use: a ClientSession belongs to the running event loop.
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=1, family=_family(self.host), use_dns_cache=False
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=self.request_timeout_s, sock_connect=self.connect_timeout_s
-                ),
-                trust_env=False,  # never through an HTTP proxy from the environment
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        """Close the HTTP session (idempotent)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Nothing to release (each check closes its connection); kept for ``async with``."""
 
     async def __aenter__(self) -> Prober:
         return self
@@ -224,12 +200,22 @@ class Prober:
         await self.aclose()
 
 
-def _family(host: str) -> socket.AddressFamily:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return socket.AF_UNSPEC  # a name: let the resolver decide
-    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})[ \r]")
+_HEAD_MAX = 8_192
+"""A status line longer than this is not an answer from vLLM's server."""
+
+
+async def _status_line(stream: SocketStream) -> bytes:
+    """The bytes up to the end of the answer's status line (all there is, at most)."""
+    data = b""
+    while b"\r\n" not in data and len(data) < _HEAD_MAX:
+        try:
+            data += await stream.receive(_HEAD_MAX)
+        except anyio.EndOfStream:
+            if not data:
+                raise
+            break
+    return data
 
 
 def _reason(exc: BaseException) -> str:
