@@ -25,7 +25,7 @@ from vllmd.actions.set_model_form import form_document, list_result, read_curren
 from vllmd.core.argsplit import join_args, parse_custom, parse_env
 from vllmd.core.choices import TIERS, is_tier
 from vllmd.core.fit import Fit, fit_catalog, fitting
-from vllmd.core.launch import model_of
+from vllmd.core.launch import hide_secrets, model_of
 from vllmd.core.presets import CUSTOM, Catalog
 from vllmd.hardware.tiers import Hardware, detect
 from vllmd.settings import Settings
@@ -169,7 +169,8 @@ def set_model(request: SetModel, settings: Settings) -> ActionResult | Form:
         message += f" The unreadable store.json was moved to {aside.name}."
     result = group(
         member("Model", single(model, copyable=True)),
-        member("Arguments", single(join_args(serve_args), copyable=True)),
+        # Secret values (--hf-token) never appear in an action's output.
+        member("Arguments", single(join_args(hide_secrets(serve_args)), copyable=True)),
         member("Environment", single(", ".join(names) or "none"), "names only; values stay secret"),
         *details,
     )

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 
 from vllmd.core.errors import VllmdError
-from vllmd.core.launch import FIXED_FLAGS, flag_name, model_of
+from vllmd.core.launch import fixed_flag_of, model_of
 from vllmd.core.schema import ENV_NAME_PATTERN, EnvVar
 
 WHY_FIXED = {
@@ -43,12 +43,13 @@ def split_args(text: str) -> list[str]:
 def fixed_flags_in(args: Sequence[str]) -> list[str]:
     """The fixed flags in ``args``, in ``--flag value`` and ``--flag=value`` form.
 
-    vLLM reads ``--api_key`` as ``--api-key``, so underscores count as dashes here.
+    vLLM reads ``--api_key`` as ``--api-key`` and expands ``--hos`` to ``--host``, so underscores
+    count as dashes here and a prefix of a fixed flag counts as that flag.
     """
     found = []
     for arg in args:
-        name = flag_name(arg)
-        if name in FIXED_FLAGS and name not in found:
+        name = fixed_flag_of(arg)
+        if name is not None and name not in found:
             found.append(name)
     return found
 
@@ -60,6 +61,12 @@ def check_custom_args(args: Sequence[str]) -> None:
             "the custom arguments are empty: give the model id first, then any flags, for "
             "example: Qwen/Qwen3-0.6B --max-model-len 8192"
         )
+    for n, arg in enumerate(args, 1):
+        if "\0" in arg:
+            raise ArgsError(
+                f"custom argument number {n} holds a NUL character, which no program argument "
+                "can carry. Remove it"
+            )
     fixed = fixed_flags_in(args)
     if fixed:
         reasons = "; ".join(f"{flag}: {WHY_FIXED[flag]}" for flag in fixed)
@@ -99,7 +106,7 @@ def parse_env(
             raise ArgsError(
                 f"{option} {counted} {n} has no '=': expected NAME=VALUE (an empty value is NAME=)"
             )
-        if not re.match(ENV_NAME_PATTERN, name):
+        if not re.fullmatch(ENV_NAME_PATTERN, name):
             # Not echoed either: "TOKEN=with=equals" pasted alone would show half the secret.
             raise ArgsError(
                 f"{option} {counted} {n}: the text before '=' is not a valid variable name "
@@ -108,6 +115,11 @@ def parse_env(
             )
         if name in names:
             raise ArgsError(f"{option} {name}: given twice; give each variable once")
+        if "\0" in value:
+            raise ArgsError(
+                f"{option} {name}: the value holds a NUL character, which no environment "
+                "variable can carry"
+            )
         names.add(name)
         env.append(EnvVar(name=name, value=value))
     return tuple(env)

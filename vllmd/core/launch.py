@@ -114,6 +114,27 @@ def flag_name(arg: str) -> str:
     return "--" + name[2:].replace("_", "-") if name.startswith("--") else name
 
 
+def _named(arg: str, flags: Sequence[str]) -> str | None:
+    """The one of ``flags`` that ``arg`` names, exactly or abbreviated; None for none."""
+    name = flag_name(arg)
+    if not name.startswith("--") or len(name) <= 2:
+        return None
+    if name in flags:
+        return name
+    # vLLM's parser (argparse) expands a unique prefix: "--hos" is "--host" to it.
+    return next((flag for flag in flags if flag.startswith(name)), None)
+
+
+def fixed_flag_of(arg: str) -> str | None:
+    """The fixed flag ``arg`` names (``--hos=x`` names ``--host``), or None."""
+    return _named(arg, FIXED_FLAGS)
+
+
+def secret_flag_of(arg: str) -> str | None:
+    """The secret flag ``arg`` names (``--hf-tok`` names ``--hf-token``), or None."""
+    return _named(arg, SECRET_FLAGS)
+
+
 def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split ``args`` into those kept and the fixed flags (with their values) that are dropped.
 
@@ -124,8 +145,8 @@ def split_fixed_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(args):
         arg = args[i]
-        name = flag_name(arg)
-        if name in FIXED_FLAGS:
+        name = fixed_flag_of(arg)
+        if name is not None:
             if "=" in arg:
                 dropped.append(name)
                 i += 1
@@ -190,7 +211,7 @@ def secrets_of(store: Store) -> list[str]:
     args = store.serveArgs
     for i, arg in enumerate(args):
         _, eq, value = arg.partition("=")
-        if flag_name(arg) in SECRET_FLAGS:
+        if secret_flag_of(arg) is not None:
             if eq:
                 found.append(value)
             elif i + 1 < len(args):
@@ -198,22 +219,27 @@ def secrets_of(store: Store) -> list[str]:
     return found
 
 
-def shown_argv(argv: Sequence[str]) -> str:
-    """``argv`` as one line for a log, with the values of :data:`SECRET_FLAGS` hidden."""
+def hide_secrets(args: Sequence[str]) -> list[str]:
+    """``args`` with the values of :data:`SECRET_FLAGS` (abbreviated ones too) as ``***``."""
     shown: list[str] = []
     hide_next = False
-    for arg in argv:
+    for arg in args:
         name, eq, _ = arg.partition("=")
-        normal = flag_name(arg)
+        secret = secret_flag_of(arg) is not None
         if hide_next:
             shown.append("***")
             hide_next = False
-        elif normal in SECRET_FLAGS and eq:
+        elif secret and eq:
             shown.append(f"{name}=***")
         else:
             shown.append(arg)
-            hide_next = normal in SECRET_FLAGS
-    return " ".join(shown)
+            hide_next = secret
+    return shown
+
+
+def shown_argv(argv: Sequence[str]) -> str:
+    """``argv`` as one line for a log, with the values of :data:`SECRET_FLAGS` hidden."""
+    return " ".join(hide_secrets(argv))
 
 
 def model_of(serve_args: Sequence[str]) -> str | None:

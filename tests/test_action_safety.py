@@ -1,0 +1,81 @@
+"""The actions on hostile input: no secret in any output, no abbreviated fixed flag, no hang.
+
+Issue 11: ``set-model --custom "... --hf-token VALUE"`` printed the token in its result (class 6);
+Set Model accepted ``--api-k`` and ``--hos``, which vLLM's parser expands to fixed flags
+(class 9); the actions hung on a FIFO ``store.json`` or ``credentials.json`` (class 2).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.actions_support import Vols
+
+TOKEN = "hf_SecretTokenValue1234567890"
+
+
+@pytest.fixture
+def vols(tmp_path: Path) -> Vols:
+    return Vols(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"org/model --hf-token {TOKEN}",
+        f"org/model --hf-token={TOKEN}",
+        f"org/model --hf_token {TOKEN} --max-model-len 4096",
+        f"org/model --hf-tok {TOKEN}",
+    ],
+)
+def test_set_model_never_prints_a_secret_value(vols: Vols, text: str) -> None:
+    # given/when: custom arguments that carry a token
+    run = vols.action("set-model", "--custom", text, "--env", f"HF_TOKEN={TOKEN}")
+    # then: it is stored for vLLM, and appears in no output
+    assert run.returncode == 0, run.stderr
+    assert TOKEN in vols.store.read_text()
+    assert TOKEN not in run.stdout and TOKEN not in run.stderr
+    assert "***" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("arg", "flag"),
+    [
+        ("--api-k", "--api-key"),
+        ("--api_ke=x", "--api-key"),
+        ("--hos", "--host"),
+        ("--po=9000", "--port"),
+        ("--download-d", "--download-dir"),
+    ],
+)
+def test_set_model_refuses_abbreviations_of_fixed_flags(vols: Vols, arg: str, flag: str) -> None:
+    # given/when: a fixed flag abbreviated the way vLLM's parser would still expand it
+    run = vols.action("set-model", "--custom", f"org/model {arg} value")
+    # then: refused, naming the flag it stands for, and nothing written
+    assert run.returncode == 1
+    assert f"{flag} cannot be set here" in run.stderr
+    assert not vols.store.exists()
+
+
+@pytest.mark.parametrize("name", ["store", "credentials"])
+def test_actions_do_not_hang_on_a_fifo(vols: Vols, name: str) -> None:
+    # given: a FIFO where an action reads a file
+    vols.data.mkdir(parents=True, exist_ok=True)
+    vols.public.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(vols.store if name == "store" else vols.public / "credentials.json")
+    # when: the actions that read it run
+    began = time.monotonic()
+    key = vols.action("get-api-key")
+    model = vols.action("set-model", "--custom", "org/model")
+    # then: each answers at once, with a clear error or a result, never a traceback
+    assert time.monotonic() - began < 20
+    for run in (key, model):
+        assert "Traceback" not in run.stderr
+    if name == "credentials":
+        assert key.returncode == 0  # the FIFO was moved aside and a key written
+    else:
+        assert model.returncode == 1 and "FIFO" in model.stderr
