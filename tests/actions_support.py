@@ -262,8 +262,11 @@ def check_cache_form(document: Any) -> None:
     """Assert ``document`` has exactly the shape CONTRACT.md §4 pins for
     ``delete-model-cache --form``, largest model first."""
     assert isinstance(document, dict)
-    assert set(document) == {"version", "models"}
+    assert set(document) == {"version", "models", "compileCache"}
     assert document["version"] == 1
+    assert set(document["compileCache"]) == {"bytes"}
+    assert isinstance(document["compileCache"]["bytes"], int)
+    assert document["compileCache"]["bytes"] >= 0
     for model in document["models"]:
         assert set(model) == {"id", "bytes", "selected"}
         assert isinstance(model["id"], str) and model["id"]

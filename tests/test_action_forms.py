@@ -152,6 +152,7 @@ def test_cache_form_lists_models_largest_first_with_the_selected_one_marked(vols
             {"id": "org/large", "bytes": 50_106, "selected": False},  # blobs + refs/main
             {"id": "org/small", "bytes": 1_106, "selected": True},
         ],
+        "compileCache": {"bytes": 0},
     }
     assert (vols.models / "models--org--large").is_dir()  # nothing deleted
 
@@ -159,7 +160,17 @@ def test_cache_form_lists_models_largest_first_with_the_selected_one_marked(vols
 def test_cache_form_of_an_empty_cache(vols: Vols) -> None:
     run = vols.action("delete-model-cache", "--form")
     assert run.returncode == 0, run.stderr
-    assert run.json() == {"version": 1, "models": []}
+    assert run.json() == {"version": 1, "models": [], "compileCache": {"bytes": 0}}
+
+
+def test_cache_form_carries_the_compile_cache_size(vols: Vols) -> None:
+    kernels = vols.data / "cache" / "inductor" / "kernel.so"
+    kernels.parent.mkdir(parents=True)
+    kernels.write_bytes(b"k" * 3_000)
+    run = vols.action("delete-model-cache", "--form")
+    assert run.returncode == 0, run.stderr
+    check_cache_form(run.json())
+    assert run.json()["compileCache"] == {"bytes": 3_000}
 
 
 def test_cache_form_with_a_model_is_refused(vols: Vols) -> None:

@@ -537,6 +537,64 @@ def test_deleting_a_model_that_is_not_cached_is_a_clear_error(vols: Vols) -> Non
     )
 
 
+def _compile_cache(vols: Vols, size: int = 5_000) -> Path:
+    kernel = vols.data / "cache" / "vllm" / "torch_compile_cache" / "model.bin"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_bytes(b"c" * size)
+    return kernel.parents[2]
+
+
+def test_listing_shows_the_compile_cache_as_the_cache_it_is(vols: Vols) -> None:
+    # given a model and compiled kernels on the data volume
+    vols.add_model("org/model")
+    _compile_cache(vols)
+    # when the cache is listed
+    payload = result_of(vols.action("delete-model-cache"))
+    # then the compile cache is there, named as what it is, apart from the models
+    found = members(payload["result"])
+    assert found["Compile cache"]["value"] == "5.0 kB"
+    assert "compile again" in found["Compile cache"]["description"]
+    assert payload["message"] == "1 cached model, 4.2 kB in all. The compile cache holds 5.0 kB."
+
+
+def test_listing_shows_the_compile_cache_when_no_model_is_cached(vols: Vols) -> None:
+    _compile_cache(vols)
+    payload = result_of(vols.action("delete-model-cache"))
+    assert list(members(payload["result"])) == ["Compile cache"]
+
+
+def test_delete_compile_cache_removes_it_and_keeps_the_models(vols: Vols) -> None:
+    vols.add_model("org/model")
+    cache = _compile_cache(vols)
+    vols.write_store({"serveArgs": ["org/model"]})  # the selected model is no obstacle
+    payload = result_of(vols.action("delete-model-cache", "--compile-cache"))
+    assert payload["message"].startswith("Deleted the compile cache: 5.0 kB freed.")
+    assert not cache.exists()
+    assert [p.name for p in vols.data.iterdir() if p.name.startswith(".vllmd")] == []
+    assert (vols.models / "models--org--model").is_dir()
+
+
+def test_delete_compile_cache_when_there_is_none_is_a_clear_error(vols: Vols) -> None:
+    refused(vols.action("delete-model-cache", "--compile-cache"), "there is no compile cache")
+
+
+def test_delete_compile_cache_never_follows_a_link(vols: Vols, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    vols.data.mkdir(parents=True, exist_ok=True)
+    (vols.data / "cache").symlink_to(elsewhere)
+    refused(vols.action("delete-model-cache", "--compile-cache"), "never deletes through links")
+    assert (elsewhere / "keep").is_dir()
+
+
+def test_delete_compile_cache_with_a_model_is_refused(vols: Vols) -> None:
+    vols.add_model("org/model")
+    _compile_cache(vols)
+    run = vols.action("delete-model-cache", "--compile-cache", "--model", "org/model")
+    refused(run, "give one at a time")
+    assert (vols.models / "models--org--model").is_dir()
+
+
 def test_delete_text_form(vols: Vols) -> None:
     vols.add_model("org/model")
     run = vols.action("delete-model-cache", "--text")

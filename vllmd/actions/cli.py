@@ -109,9 +109,18 @@ def set_model_request(args: argparse.Namespace, stdin: BinaryIO) -> SetModel:
 
 def delete_model_cache_request(args: argparse.Namespace) -> DeleteModelCache:
     """The typed ``delete-model-cache`` request."""
-    if args.form and args.model is not None:
-        raise _error("--form lists the cache and deletes nothing: leave --model out")
-    return DeleteModelCache(model=args.model, form=bool(args.form), force=bool(args.force))
+    if args.form and (args.model is not None or args.compile_cache):
+        raise _error(
+            "--form lists the cache and deletes nothing: leave --model and --compile-cache out"
+        )
+    if args.compile_cache and args.model is not None:
+        raise _error("--compile-cache and --model delete different things: give one at a time")
+    return DeleteModelCache(
+        model=args.model,
+        form=bool(args.form),
+        force=bool(args.force),
+        compile_cache=bool(args.compile_cache),
+    )
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -266,6 +275,11 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
     )
     delete.add_argument(
         "--force", action="store_true", help="delete the model even when it is the selected one"
+    )
+    delete.add_argument(
+        "--compile-cache",
+        action="store_true",
+        help="delete the compile cache (DATA/cache: vLLM's, Inductor's and Triton's kernels)",
     )
     delete.set_defaults(func=_delete_model_cache)
 

@@ -1,7 +1,8 @@
 """``vllmd action delete-model-cache``: list the cached models with their sizes, or delete one.
 
 ``--form`` prints the list as the JSON the StartOS package builds its choice from (CONTRACT.md
-§4), largest first, each marked when it is the selected model.
+§4), largest first, each marked when it is the selected model. The compile cache
+(``DATA/cache``) is listed beside the models and removed with ``--compile-cache``.
 
 The cache is HuggingFace's (``DATA/models/models--ORG--NAME``). Only valid HuggingFace ids are
 accepted, the folder must be a real folder directly inside ``DATA/models`` (no ``..``, no absolute
@@ -18,6 +19,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from vllmd.actions.compile_cache import (
+    DESCRIPTION,
+    TITLE,
+    compile_cache_bytes,
+    remove_compile_cache,
+)
 from vllmd.actions.requests import DeleteModelCache
 from vllmd.actions.result import ActionError, ActionResult, Form, group, member, single
 from vllmd.core.launch import model_of
@@ -85,14 +92,19 @@ def cache_form(settings: Settings) -> Form:
         {"id": m.model_id, "bytes": m.size_bytes, "selected": _is_selected(m, selected)}
         for m in models
     ]
-    return Form({"version": FORM_VERSION, "models": entries})
+    compiled = {"bytes": compile_cache_bytes(settings.cache_dir)}
+    return Form({"version": FORM_VERSION, "models": entries, "compileCache": compiled})
 
 
 def _listing(settings: Settings) -> ActionResult:
     models = cached_models(settings.models_dir)
     selected, _ = _selected(settings)
+    compiled = compile_cache_bytes(settings.cache_dir)
+    extra = [member(TITLE, single(human_bytes(compiled)), DESCRIPTION)] if compiled else []
+    also = f" The compile cache holds {human_bytes(compiled)}." if compiled else ""
     if not models:
-        return ActionResult("Model cache", f"No cached models in {settings.models_dir}.", group())
+        message = f"No cached models in {settings.models_dir}.{also}"
+        return ActionResult("Model cache", message, group(*extra))
     total = sum(m.size_bytes for m in models)
     items = [
         member(
@@ -103,7 +115,18 @@ def _listing(settings: Settings) -> ActionResult:
         for m in models
     ]
     count = f"{len(models)} cached model{'s' * (len(models) != 1)}"
-    return ActionResult("Model cache", f"{count}, {human_bytes(total)} in all.", group(*items))
+    message = f"{count}, {human_bytes(total)} in all.{also}"
+    return ActionResult("Model cache", message, group(*items, *extra))
+
+
+def _delete_compile_cache(settings: Settings) -> ActionResult:
+    freed = remove_compile_cache(settings.cache_dir)
+    return ActionResult(
+        "Compile cache deleted",
+        f"Deleted the compile cache: {human_bytes(freed)} freed. The next start of each model "
+        "compiles again.",
+        group(member("Freed", single(human_bytes(freed)), f"{freed:,} bytes")),
+    )
 
 
 def _target(models_dir: Path, model_id: str) -> Path:
@@ -145,6 +168,8 @@ def delete_model_cache(request: DeleteModelCache, settings: Settings) -> ActionR
     much was freed."""
     if request.form:
         return cache_form(settings)
+    if request.compile_cache:
+        return _delete_compile_cache(settings)
     if request.model is None:
         return _listing(settings)
     model_id = request.model

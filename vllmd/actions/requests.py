@@ -70,8 +70,10 @@ class SetModel:
 
 @dataclass(frozen=True, slots=True)
 class DeleteModelCache:
-    """``delete-model-cache``: list (``model is None``), print the form, or delete ``model``."""
+    """``delete-model-cache``: list (``model is None``), print the form, or delete ``model`` (or
+    the compile cache)."""
 
     model: str | None = None
     form: bool = False
     force: bool = False
+    compile_cache: bool = False
