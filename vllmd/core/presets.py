@@ -1,4 +1,4 @@
-"""The preset catalog: its schema, its validation, and where the file is found.
+"""The preset catalog: its schema and its validation, without I/O.
 
 The catalog is data (``config/presets.toml``), decoded strictly with msgspec: an unknown field, a
 wrong type or a broken rule is a :class:`CatalogError` that names the preset and the field, raised
