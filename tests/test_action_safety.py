@@ -79,3 +79,25 @@ def test_actions_do_not_hang_on_a_fifo(vols: Vols, name: str) -> None:
         assert key.returncode == 0  # the FIFO was moved aside and a key written
     else:
         assert model.returncode == 1 and "FIFO" in model.stderr
+
+
+@pytest.mark.parametrize(
+    "serve_args",
+    [
+        ["--trust-remote-code", "org/m"],
+        ["--model=org/m", "--max-model-len", "4096"],
+        ["org/other", "--speculative-model", "ORG/M"],
+    ],
+    ids=["flag-before-model", "model-equals", "draft-model"],
+)
+def test_delete_model_cache_refuses_any_id_that_serve_args_name(
+    vols: Vols, serve_args: list[str]
+) -> None:
+    # given: a cached model that serveArgs name, wherever it stands in them
+    (vols.data / "models" / "models--org--m" / "blobs").mkdir(parents=True)
+    vols.write_store({"serveArgs": serve_args})
+    # when: it is deleted without --force
+    run = vols.action("delete-model-cache", "--model", "org/m")
+    # then: refused, and the cache is still there
+    assert run.returncode == 1 and "is the selected model" in run.stderr
+    assert (vols.data / "models" / "models--org--m").is_dir()

@@ -67,21 +67,32 @@ def cached_models(models_dir: Path) -> list[CachedModel]:
     return found
 
 
-def _selected(settings: Settings) -> tuple[str | None, str | None]:
-    """The selected model and, when ``store.json`` cannot be read, why not."""
+def _selected(settings: Settings) -> tuple[frozenset[str], str | None]:
+    """Every id vLLM may use (lower case) and, when ``store.json`` cannot be read, why not.
+
+    Any argument of ``serveArgs`` counts, and any ``--flag=VALUE`` value: a flag before the
+    model (``--trust-remote-code org/m``) hides which positional is the model, and a draft
+    model (``--speculative-config``) is served too. Refusing one id too many costs a --force;
+    deleting what vLLM loads costs a download.
+    """
     try:
         store = read_store(settings.store_path)
     except StoreError as exc:
-        return None, exc.problem
-    return (model_of(store.serveArgs) if store is not None else None), None
+        return frozenset(), exc.problem
+    if store is None:
+        return frozenset(), None
+    ids = {arg.lower() for arg in store.serveArgs}
+    ids |= {arg.split("=", 1)[1].lower() for arg in store.serveArgs if "=" in arg}
+    model = model_of(store.serveArgs)
+    return frozenset(ids | ({model.lower()} if model else set())), None
 
 
 FORM_VERSION = 1
 """The ``version`` of the ``--form`` document; the shape only grows."""
 
 
-def _is_selected(model: CachedModel, selected: str | None) -> bool:
-    return selected is not None and model.model_id.lower() == selected.lower()
+def _is_selected(model: CachedModel, selected: frozenset[str]) -> bool:
+    return model.model_id.lower() in selected
 
 
 def cache_form(settings: Settings) -> Form:
@@ -181,7 +192,7 @@ def delete_model_cache(request: DeleteModelCache, settings: Settings) -> ActionR
                 f"cannot tell which model is selected: {problem} Nothing was deleted; pass "
                 "--force to delete anyway"
             )
-        if selected is not None and selected.lower() == model_id.lower():
+        if model_id.lower() in selected:
             raise ActionError(
                 f"--model {model_id!r} is the selected model: vLLM serves it, and deleting it "
                 "makes the next start download it again. Nothing was deleted; choose another "
