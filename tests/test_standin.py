@@ -151,6 +151,20 @@ def test_port_refuses_connections_until_the_listen_delay_passes(
     assert listening["t_mono"] - start["t_mono"] >= 0.4
 
 
+def test_uvicorns_startup_complete_line_comes_on_stderr_as_it_starts_listening(
+    spawn: Spawn,
+) -> None:
+    # given a stand-in that loads for a moment; when it starts listening
+    port = free_port()
+    proc = spawn("--fake-listen-delay", "0.2", port=port)
+    wait_until(lambda: health(port))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    # then it said so the way uvicorn does under vLLM 0.32, on stderr
+    assert b"INFO:     Application startup complete.\n" in err
+    assert b"Application startup complete." not in out
+
+
 def test_v1_routes_require_the_api_key(spawn: Spawn) -> None:
     # given
     port = free_port()
