@@ -17,12 +17,13 @@ from typing import Any
 
 from bench.files import BenchError, seq_of, valid_key
 from bench.procs import Daemon, Fleet, ms, usage, wait_exit
+from vllmd.core.decide import COOLDOWN_S as DAEMON_COOLDOWN_S
 from vllmd.process.proc import group_members
 from vllmd.process.proc import is_alive as pid_alive
 
-COOLDOWN_S = 1.1
+COOLDOWN_S = DAEMON_COOLDOWN_S + 0.1
 """Space between a start and the next write: vllmd acts on a change at once only when it has not
-started vLLM within the last second (after that it waits for the files to be quiet, ~50 ms, so a
+started vLLM within its cool-down (after that it waits for the files to be quiet, ~50 ms, so a
 burst coalesces; CONTRACT §2.3). Reconfigure latency measures the "at once" path."""
 GAP_S = 0.15
 """Between two daemons' samples, so that one's restart does not overlap the next one's write."""

@@ -25,7 +25,6 @@ from anyio.abc import SocketStream
 from vllmd.process.proc import PROC, describe, listening_inodes, port_holders, socket_inodes
 
 __all__ = [
-    "FAILURES_TO_WEDGE",
     "READY_INTERVAL_S",
     "STARTING_INTERVAL_S",
     "Outcome",
@@ -37,9 +36,8 @@ __all__ = [
 STARTING_INTERVAL_S = 0.25
 """Probe cadence while vLLM loads: readiness is noticed within 0.5 s of the port listening."""
 READY_INTERVAL_S = 2.0
-"""Probe cadence once ready: with :data:`FAILURES_TO_WEDGE`, a dead API is noticed in seconds."""
-FAILURES_TO_WEDGE = 3
-"""Failed probes in a row, after ready and with the process alive, that make vLLM wedged."""
+"""Probe cadence once ready: with :data:`vllmd.core.readiness.FAILURES_TO_WEDGE`, a dead API
+is noticed in seconds."""
 
 
 class Outcome(StrEnum):

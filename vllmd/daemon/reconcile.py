@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 RESCAN_S = 5.0
 """The safety net: look at the files this often even when no event came."""
-COOLDOWN_S = 1.0
-"""For this long after a start, a change waits for the files to be quiet before it acts..."""
-QUIET_S = 0.05
-"""...for this long, so that a burst of writes ends in one more restart, with the last content."""
 
 
 class Supervising(Protocol):
