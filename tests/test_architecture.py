@@ -243,22 +243,22 @@ def test_the_guard_imports_only_the_standard_library() -> None:
     assert outside == []
 
 
-def test_vllmd_health_loads_none_of_the_daemons_dependencies() -> None:
-    # Given a fresh interpreter that builds the CLI and imports the health command, as the
-    # container's HEALTHCHECK does every few seconds
+def test_vllmd_health_loads_none_of_the_daemons_dependencies(tmp_path: Path) -> None:
+    # Given a fresh interpreter that runs `vllmd health`, as the container's HEALTHCHECK does
+    # every few seconds (here with no report yet)
+    volumes = [f"--{name}={tmp_path / name}" for name in ("data", "public", "run-dir")]
     script = (
         "import sys\n"
-        "from vllmd.cli import build_parser\n"
-        "build_parser()\n"
-        "import vllmd.daemon.healthfile\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'anyio', 'aiohttp', 'watchfiles', 'msgspec'}))\n"
+        "from vllmd.cli import main\n"
+        f"code = main(['health', *{volumes!r}])\n"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'anyio', 'aiohttp', 'watchfiles'}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    # Then none of the daemon's dependencies was loaded
-    assert done.stdout.strip() == "[]"
+    # Then it answered (2: no report), and loaded neither the event loop nor the watcher
+    assert done.stdout.strip() == "2 []"
 
 
 def _error_classes() -> list[type[BaseException]]:

@@ -17,6 +17,7 @@ from typing import TextIO
 
 import msgspec
 
+from vllmd.core.choices import LogFormat
 from vllmd.core.escape import json_one_line, one_line
 from vllmd.core.masking import masker
 
@@ -102,7 +103,7 @@ class _WriteHandler(logging.Handler):
 
 
 def setup_logging(
-    log_format: str = "text",
+    log_format: LogFormat = "text",
     stream: TextIO | None = None,
     *,
     write: Callable[[bytes], None] | None = None,

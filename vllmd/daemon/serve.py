@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from vllmd import guard
+from vllmd.core.choices import LogFormat
 from vllmd.core.health import Phase, Snapshot, evaluate, loading_deadline
 from vllmd.core.masking import redact
 from vllmd.core.readiness import FAILURES_TO_WEDGE, Seen
@@ -232,7 +233,7 @@ async def _signals(
                 escalated.set()
 
 
-def _output(status: Status, log_format: str) -> Output:
+def _output(status: Status, log_format: LogFormat) -> Output:
     """Pumps that pass vLLM's output through (raw, or one JSON object a line with
     ``--log-format json``), keep its tail, and notice loading progress."""
     as_json = log_format == "json"
