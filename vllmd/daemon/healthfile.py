@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from vllmd.core.masking import masker
-from vllmd.process.proc import boot_id, start_time
+from vllmd.process.proc import PROC, boot_id, cmdline, start_time
 from vllmd.state.atomicfile import write_atomic
 
 if TYPE_CHECKING:
@@ -70,13 +70,13 @@ class Instance:
     started: int
 
     @classmethod
-    def of(cls, pid: int, proc_root: Path = Path("/proc")) -> Instance:
+    def of(cls, pid: int, proc_root: Path = PROC) -> Instance:
         """The running process ``pid``; what cannot be read is recorded as unknown (``""`` and
         ``-1``), which no running process matches."""
         started = start_time(pid, proc_root)
         return cls(boot_id(proc_root) or "", pid, -1 if started is None else started)
 
-    def is_running(self, proc_root: Path = Path("/proc")) -> bool:
+    def is_running(self, proc_root: Path = PROC) -> bool:
         """Whether the process that wrote this is still the one running under its pid."""
         return (
             bool(self.boot_id)
@@ -204,19 +204,15 @@ def read_health(path: Path) -> dict[str, object] | None:
     return document if isinstance(document, dict) else None
 
 
-def is_live_vllmd(pid: int, proc_root: Path = Path("/proc")) -> bool:
+def is_live_vllmd(pid: int, proc_root: Path = PROC) -> bool:
     """Whether ``pid`` is a running vllmd daemon (its command line names ``vllmd``).
 
     A zombie has an empty command line and does not count; neither does a ``vllmd health``
     process (one that reused a dead daemon's pid), nor this process itself.
     """
-    if pid <= 0 or (pid == os.getpid() and proc_root == Path("/proc")):
+    if pid <= 0 or (pid == os.getpid() and proc_root == PROC):
         return False
-    try:
-        raw = (proc_root / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return False
-    argv = [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+    argv = cmdline(pid, proc_root) or []
     for position, arg in enumerate(argv):
         if arg == "vllmd" or os.path.basename(arg) == "vllmd":
             rest = [a for a in argv[position + 1 :] if not a.startswith("-")]
@@ -228,7 +224,7 @@ def health_command(
     args: argparse.Namespace,
     settings: Settings,
     *,
-    proc_root: Path = Path("/proc"),
+    proc_root: Path = PROC,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
