@@ -21,13 +21,10 @@ from typing import Any
 
 from bench import figures, floor
 from bench.procs import Fleet, child_env
+from vllmd.process.proc import PROC, read_bytes
+from vllmd.settings import Settings
 
-try:
-    from vllmd.settings import Settings
-
-    DEFAULT_STEP_MS = Settings().watch_step_ms
-except ImportError:  # pragma: no cover - the benchmark runs inside the project
-    DEFAULT_STEP_MS = 30
+DEFAULT_STEP_MS = Settings().watch_step_ms
 
 
 MODES = ("inotify", "polling")
@@ -71,13 +68,11 @@ class Config:
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpuinfo = read_bytes(PROC / "cpuinfo") or b""  # the first CPU's lines are enough
+    for line in cpuinfo.decode(errors="replace").splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
     import watchfiles
 
     return {
