@@ -309,4 +309,3 @@ def _progress_detail(progress: Progress) -> dict[str, JSON]:
     if progress.loading is not None:
         out["loading"] = progress.loading
     return out
-
