@@ -20,6 +20,7 @@ from vllmd.actions.requests import (
     SetModelMode,
     StatedHardware,
 )
+from vllmd.core.choices import TIERS
 from vllmd.core.errors import VllmdError
 from vllmd.settings import Settings, add_options
 
@@ -250,7 +251,8 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
     )
     env.add_argument("--clear-env", action="store_true", help="remove every stored variable")
     hw = choose.add_argument_group("hardware (default: detected)")
-    hw.add_argument("--tier", metavar="TIER", help="fit to this tier instead of detecting it")
+    tiers = ", ".join(TIERS)
+    hw.add_argument("--tier", metavar="TIER", help=f"fit to this tier ({tiers}), not the detected")
     hw.add_argument("--memory-gb", metavar="N", help="memory per GPU (or of the system) in GB")
     hw.add_argument("--gpus", metavar="K", help="identical GPUs (default 1)")
     choose.add_argument(
