@@ -252,7 +252,9 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
     env.add_argument("--clear-env", action="store_true", help="remove every stored variable")
     hw = choose.add_argument_group("hardware (default: detected)")
     tiers = ", ".join(TIERS)
-    hw.add_argument("--tier", metavar="TIER", help=f"fit to this tier ({tiers}), not the detected")
+    hw.add_argument(
+        "--tier", metavar="TIER", help=f"fit to this tier instead of detecting one: {tiers}"
+    )
     hw.add_argument("--memory-gb", metavar="N", help="memory per GPU (or of the system) in GB")
     hw.add_argument("--gpus", metavar="K", help="identical GPUs (default 1)")
     choose.add_argument(
