@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TextIO
 from vllmd.core.masking import masker
 from vllmd.process.proc import PROC, boot_id, cmdline, start_time
 from vllmd.state.atomicfile import write_atomic
+from vllmd.state.readfile import UnreadableFile, read_small_file
 
 if TYPE_CHECKING:
     from vllmd.core.health import Verdict
@@ -56,6 +57,9 @@ CHECK_S = 5.0
 """How soon to publish again otherwise: a deleted file is back on disk within this time."""
 
 log = logging.getLogger(__name__)
+
+MAX_HEALTH_BYTES = 1 << 20
+"""A health file larger than this is not one (the daemon writes about a KiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +200,14 @@ class HealthPublisher:
 
 
 def read_health(path: Path) -> dict[str, object] | None:
-    """The health document at ``path``, or ``None`` when there is none or it is not one."""
+    """The health document at ``path``, or ``None`` when there is none or it is not one.
+
+    Read without blocking and with a size cap (a FIFO or ``/dev/zero`` in its place must not
+    hang a HEALTHCHECK); JSON nested deeper than Python's stack is "not one" too.
+    """
     try:
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        document = json.loads(read_small_file(path, MAX_HEALTH_BYTES))
+    except (OSError, UnreadableFile, ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None
 
