@@ -1,0 +1,134 @@
+"""``vllmd run``'s first milliseconds (vllmd/early.py): a fresh health file and a missing key are
+written before the daemon's modules are imported, exactly as the daemon would write them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vllmd import early
+from vllmd.daemon.healthfile import HealthPublisher, Instance, read_health
+from vllmd.guard import parse_key
+from vllmd.settings import OPTIONS, Settings
+from vllmd.state.credentials import encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(tmp_path: Path, *extra: str, environ: dict[str, str] | None = None) -> None:
+    argv = ["run", "--public", str(tmp_path / "p"), "--run-dir", str(tmp_path / "r"), *extra]
+    early.early_start(argv, environ or {})
+
+
+def test_run_writes_a_loading_health_file_for_this_run(tmp_path: Path) -> None:
+    # given a previous run's verdict in the run folder
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "health.json").write_text('{"result": "success"}')
+    # when run starts
+    _run(tmp_path)
+    # then the file says loading, for this process, in the publisher's shape
+    document = read_health(tmp_path / "r" / "health.json")
+    assert document is not None
+    assert document["result"] == "loading" and document["pid"] == os.getpid()
+    assert document["message"] == early.STARTING_MESSAGE
+    assert document["instance"] == {
+        "boot_id": Instance.of(os.getpid()).boot_id,
+        "pid": os.getpid(),
+        "started": Instance.of(os.getpid()).started,
+    }
+    publisher = HealthPublisher(tmp_path / "other.json", os.getpid())
+    from vllmd.core.health import Phase, Snapshot, evaluate
+
+    publisher.publish(evaluate(Snapshot(phase=Phase.STARTING), 0.0, 0, 0))
+    assert set(document) == set(json.loads((tmp_path / "other.json").read_text()))
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["health.json"]  # no temporaries
+
+
+def test_a_missing_key_is_written_byte_for_byte_as_the_daemon_writes_it(tmp_path: Path) -> None:
+    _run(tmp_path)
+    path = tmp_path / "p" / "credentials.json"
+    key, problem = parse_key(path.read_bytes())
+    assert problem == "" and key == early.created_key
+    assert path.read_bytes() == encode(key)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_new_keys_are_22_characters_of_the_alphabet_and_differ() -> None:
+    keys = {early.new_key() for _ in range(200)}
+    assert len(keys) == 200
+    assert all(len(k) == 22 and set(k) <= set(early.KEY_ALPHABET) for k in keys)
+    assert set("".join(keys)) == set(early.KEY_ALPHABET)  # 4,400 draws reach all 62
+
+
+@pytest.mark.parametrize("content", [b'{"apiKey": "AAAAAAAAAAAAAAAAAAAAAA"}', b"not json", None])
+def test_an_existing_key_file_is_left_to_the_daemon(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "p" / "credentials.json"
+    path.parent.mkdir()
+    if content is None:
+        path.mkdir()  # not even a file: the daemon moves it aside
+    else:
+        path.write_bytes(content)
+    _run(tmp_path)
+    assert path.is_dir() if content is None else path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["health"],
+        ["run", "--help"],
+        ["run", "--pub", "/elsewhere"],  # argparse would take the abbreviation: it decides
+        ["run", "--public"],
+        ["run", "--public="],
+    ],
+)
+def test_other_commands_and_any_doubt_write_nothing(tmp_path: Path, argv: list[str]) -> None:
+    environ = {"VLLMD_PUBLIC": str(tmp_path / "p"), "VLLMD_RUN_DIR": str(tmp_path / "r")}
+    early.early_start(argv, environ)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_flag_beats_the_environment(tmp_path: Path) -> None:
+    environ = {"VLLMD_PUBLIC": str(tmp_path / "env"), "VLLMD_RUN_DIR": str(tmp_path / "r")}
+    early.early_start(["run", f"--public={tmp_path / 'flag'}"], environ)
+    assert (tmp_path / "flag" / "credentials.json").is_file()
+    assert not (tmp_path / "env").exists()
+    early.early_start(["run", "--data", "/d"], environ)
+    assert (tmp_path / "env" / "credentials.json").is_file()
+
+
+def test_the_early_spellings_are_the_settings() -> None:
+    defaults = Settings()
+    for option, dest, default in (
+        (early.PUBLIC, "public", defaults.public),
+        (early.RUN_DIR, "run_dir", defaults.run_dir),
+    ):
+        assert (option[0], option[1], Path(option[2])) == (
+            OPTIONS[dest].flags[0],
+            OPTIONS[dest].env,
+            default,
+        )
+
+
+def test_the_early_files_are_written_before_any_other_module_is_imported(tmp_path: Path) -> None:
+    # The cold-start target (issue 14) rests on this: the key is on disk at the cost of a bare
+    # interpreter, not of the daemon's imports.
+    code = (
+        "import os, sys\n"
+        "before = set(sys.modules)\n"
+        "from vllmd.early import early_start\n"
+        f"early_start(['run', '--public', {str(tmp_path / 'p')!r}, '--run-dir', "
+        f"{str(tmp_path / 'r')!r}], os.environ)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    imported = json.loads(done.stdout.replace("'", '"'))
+    assert imported == ["__future__", "vllmd", "vllmd.early"]  # __future__: 4 lines, no code
+    assert (tmp_path / "p" / "credentials.json").is_file()
