@@ -118,6 +118,18 @@ def test_disk_full_advises_delete_model_cache() -> None:
     assert diagnosis.advice is not None and "Delete Model Cache" in diagnosis.advice
 
 
+def test_too_small_dev_shm_advises_the_shm_size_flag() -> None:
+    # Recorded from vLLM 0.32 (CPU) in a container started without --shm-size (64 MiB).
+    diagnosis = diagnosed("shm-too-small.log")
+
+    assert diagnosis.line.startswith(
+        "RuntimeError: Insufficient space in /dev/shm for shared-memory allocation: "
+        "160 MiB required, 62 MiB free."
+    )
+    assert diagnosis.kind == "shm-too-small"
+    assert diagnosis.advice is not None and "--shm-size=4g" in diagnosis.advice
+
+
 def test_unsupported_compute_capability_advises_a_preset_for_the_tier() -> None:
     diagnosis = diagnosed("compute-capability.log")
 
