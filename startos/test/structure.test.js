@@ -1,0 +1,46 @@
+// Promises about where things live in the layer, read from its sources.
+'use strict'
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const { root, layer } = require('./support')
+
+const sources = path.join(root, 'startos')
+const files = (dir) =>
+  fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) =>
+      e.isDirectory()
+        ? files(path.join(dir, e.name))
+        : e.name.endsWith('.ts')
+          ? [path.join(dir, e.name)]
+          : [],
+    )
+const text = (rel) => fs.readFileSync(path.join(sources, rel), 'utf8')
+
+test('main never reads store.json (a reactive read would restart vllmd on every Set Model)', () => {
+  const main = text('main.ts')
+  assert.ok(!/storeJson|store\.json'|fileModels/.test(main.replace(/\/\*\*[\s\S]*?\*\//g, '')))
+  assert.match(main, /runAsInit: true/)
+})
+
+test('subcontainers are touched in one module only; layer/ is pure', () => {
+  for (const file of files(sources)) {
+    const rel = path.relative(sources, file)
+    const code = fs.readFileSync(file, 'utf8')
+    if (rel !== 'vllmd.ts')
+      assert.ok(!/SubContainer|\bsub\w*\.(exec|launch|spawn)\(/.test(code), rel)
+    if (rel.startsWith('layer')) assert.ok(!/from '\.\.\/(sdk|vllmd)'|effects\./.test(code), rel)
+  }
+})
+
+test("StartOS waits longer than vllmd's whole stop before SIGKILL", () => {
+  const { SIGTERM_TIMEOUT_MS, DRAIN_S, STOP_TIMEOUT_S, KILL_WAIT_S } = layer('timing')
+  assert.ok(SIGTERM_TIMEOUT_MS > (DRAIN_S + STOP_TIMEOUT_S + KILL_WAIT_S) * 1000)
+})
+
+test('init asks for a model exactly when none is selected', () => {
+  const { needsModel } = layer('tasks')
+  assert.deepEqual([undefined, null, [], ['org/model']].map(needsModel), [true, true, true, false])
+})
