@@ -1,0 +1,176 @@
+"""The StartOS package layer (``startos/``) held against vllmd itself.
+
+The layer's node tests of its forms run against what vllmd prints (``--form``) on recorded
+machines and on stated ones, and the numbers and words the layer copies from vllmd (its stop
+timing, the task's reason, the variable-name rule, the action and health ids) are checked
+against vllmd's own. Needs node and ``startos/node_modules`` (``startos/scripts/check.sh``
+installs it); without them the tests skip, saying why, except in CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from actions_support import (
+    ROOT,
+    Vols,
+    check_cache_form,
+    check_set_model_form,
+    load_machine,
+    machine_root,
+    nvml_loader,
+    run_vllmd,
+)
+
+from vllmd.actions.set_model_form import Current, form_document
+from vllmd.core.health import SET_MODEL_TASK
+from vllmd.core.schema import ENV_NAME_PATTERN
+from vllmd.hardware.tiers import detect
+from vllmd.process.supervisor import KILL_WAIT_S
+from vllmd.settings import Settings
+from vllmd.state.catalog import load_catalog
+
+STARTOS = ROOT / "startos"
+H200 = ("--tier", "nvidia-hopper", "--memory-gb", "141")
+RECORDED = ("h200-141gb", "nvml-missing", "mi300x-x2", "h100-80gb-x8")
+
+
+def _missing() -> str | None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node and npm are not installed"
+    if not (STARTOS / "node_modules" / "@start9labs" / "start-sdk").is_dir():
+        return "startos/node_modules is missing: run startos/scripts/check.sh (npm ci) first"
+    return None
+
+
+@pytest.fixture(scope="module")
+def layer() -> Path:
+    """The layer's pure modules compiled for node (``npm run build:test``)."""
+    missing = _missing()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {missing}")
+        pytest.skip(missing)
+    subprocess.run(["npm", "run", "--silent", "build:test"], cwd=STARTOS, check=True, timeout=300)
+    return STARTOS / "build" / "test" / "layer"
+
+
+def node_value(layer: Path, module: str, expression: str) -> Any:
+    """``expression`` evaluated by node over the compiled ``layer/MODULE``, as JSON."""
+    module_path = json.dumps(str(layer / module))
+    script = f"const m = require({module_path}); console.log(JSON.stringify({expression}))"
+    done = subprocess.run(
+        ["node", "-e", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return json.loads(done.stdout)
+
+
+def write_forms(folder: Path, vols: Vols) -> list[str]:
+    """What vllmd prints for the forms, on recorded and stated machines, one file each."""
+    folder.mkdir()
+    written = []
+
+    def put(name: str, document: Any) -> None:
+        (folder / name).write_text(json.dumps(document))
+        written.append(name)
+
+    for name in RECORDED:  # detection as vllmd runs it there, on the recorded machine's files
+        machine = load_machine(name)
+        root = machine_root(machine, folder.parent / f"root-{name}")
+        hardware = detect(machine["variant"], root=root, nvml_loader=nvml_loader(machine))
+        form = form_document(load_catalog(), hardware, Current(None, "none", "", ()))
+        put(f"recorded-{name}.set-model.json", json.loads(form.to_json()))
+
+    stated = vols.action("set-model", "--form", *H200)
+    assert stated.returncode == 0, stated.stderr
+    put("stated-h200.set-model.json", stated.json())
+
+    this_machine = vols.action("set-model", "--form")  # the cpu variant detects this CPU
+    assert this_machine.returncode == 0, this_machine.stderr
+    put("this-cpu.set-model.json", this_machine.json())
+
+    with_env = vols.action(
+        "set-model",
+        "--custom",
+        "org/model --max-model-len 4096",
+        "--env-stdin",
+        stdin="HF_TOKEN=x\nOTHER=y\n",
+    )
+    assert with_env.returncode == 0, with_env.stderr
+    prefilled = vols.action("set-model", "--form", "--tier", "cpu", "--memory-gb", "16")
+    assert prefilled.json()["current"]["envNames"] == ["HF_TOKEN", "OTHER"]
+    put("prefilled-cpu.set-model.json", prefilled.json())
+
+    put("empty.cache.json", vols.action("delete-model-cache", "--form").json())
+    vols.add_model("org/model", blob_bytes=20_000)
+    vols.add_model("other/model", blob_bytes=1_000)
+    put("two-models.cache.json", vols.action("delete-model-cache", "--form").json())
+
+    for name in written:
+        document = json.loads((folder / name).read_text())
+        (check_cache_form if name.endswith(".cache.json") else check_set_model_form)(document)
+    return written
+
+
+def test_the_forms_are_built_from_what_vllmd_prints(layer: Path, tmp_path: Path) -> None:
+    written = write_forms(tmp_path / "forms", Vols(tmp_path / "vols"))
+
+    done = subprocess.run(
+        ["node", "--test", "test/forms.test.js"],
+        cwd=STARTOS,
+        env={**os.environ, "VLLMD_FORMS_DIR": str(tmp_path / "forms")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    passed = re.search(r"^# pass (\d+)$", done.stdout, re.M)
+    skipped = re.search(r"^# skipped (\d+)$", done.stdout, re.M)
+    assert passed and skipped, done.stdout[-2000:]
+    assert int(skipped.group(1)) == 0
+    assert int(passed.group(1)) >= len(written) + 1  # one test per file, and the folder's
+
+
+def test_startos_waits_longer_than_vllmds_whole_stop(layer: Path) -> None:
+    timing = node_value(layer, "timing.js", "m")
+    defaults = Settings()
+
+    assert timing["STOP_TIMEOUT_S"] == defaults.stop_timeout_s
+    assert timing["DRAIN_S"] == defaults.drain_timeout_s
+    assert timing["KILL_WAIT_S"] == KILL_WAIT_S
+    needed = defaults.drain_timeout_s + defaults.stop_timeout_s + KILL_WAIT_S
+    assert timing["SIGTERM_TIMEOUT_MS"] > needed * 1000
+
+
+def test_the_layer_uses_vllmds_words_and_rules(layer: Path) -> None:
+    reason = node_value(layer, "tasks.js", "m.SET_MODEL_REASON")
+    env_name = node_value(layer, "forms.js", "m.ENV_NAME.source")
+    custom = node_value(layer, "forms.js", "m.CUSTOM")
+
+    assert reason == SET_MODEL_TASK["reason"]
+    assert env_name.removesuffix("$") == ENV_NAME_PATTERN.removesuffix(r"\Z")
+    assert custom == "custom"
+
+
+def test_the_layer_runs_the_actions_vllmd_has(layer: Path) -> None:
+    argv = node_value(
+        layer,
+        "calls.js",
+        "[m.getApiKeyCall.argv, m.deleteModelCall('a/b').argv, "
+        "m.setModelCall({model: {selection: 'custom', value: {args: 'a/b'}}, "
+        "environment: {selection: 'replace', value: {variables: []}}}, null).argv]",
+    )
+
+    for call in argv:
+        done = run_vllmd(*call[:2], "--help")
+        assert done.returncode == 0, (call, done.stderr)
+        for flag in (arg for arg in call if arg.startswith("--")):
+            assert flag in done.stdout, (flag, call)
