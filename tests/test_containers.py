@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from container import images
 
 CONTAINERS = Path(__file__).resolve().parents[1] / "containers"
 VARIANTS = {
@@ -309,3 +310,36 @@ def test_an_unknown_variant_is_refused_with_the_known_ones(tmp_path: Path) -> No
     done = _build("tpu", {"PATH": "/usr/bin:/bin", "CONTAINER_ENGINE": str(podman)})
     assert done.returncode == 2
     assert "nvidia, rocm or cpu" in done.stderr
+
+
+# -- the container tier without a runtime ----------------------------------------------------------
+
+
+def test_without_podman_the_container_tier_is_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a PATH without podman, outside CI
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reason = images.find_engine()
+    # When the tier decides what to do
+    assert isinstance(reason, str)
+    verdict, message = images.unprepared_verdict(reason, ci=False)
+    # Then it skips, saying why and how to get podman
+    assert verdict == "skip"
+    assert "podman is not installed" in message and "apt-get install podman" in message
+
+
+def test_in_ci_without_podman_the_container_tier_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reason = images.find_engine()
+    assert isinstance(reason, str)
+    verdict, message = images.unprepared_verdict(reason, ci=True)
+    assert verdict == "fail"
+    assert "podman is not installed" in message and "never skips in CI" in message
+
+
+def test_a_failed_build_fails_the_tier_even_outside_ci() -> None:
+    verdict, _ = images.unprepared_verdict("building the images failed: pip exited 1", ci=False)
+    assert verdict == "fail"

@@ -92,6 +92,18 @@ def find_engine() -> Engine | str:
     return Engine(program)
 
 
+def unprepared_verdict(reason: str, ci: bool) -> tuple[str, str]:
+    """What the tier does when the images are not there: ``("skip"|"fail", message)``.
+
+    A missing runtime skips it, except in CI; a build that failed always fails it.
+    """
+    if "not installed" not in reason:
+        return "fail", reason
+    if ci:
+        return "fail", f"{reason}\nThe container tier never skips in CI."
+    return "skip", reason
+
+
 def vllm_version() -> str:
     """The one vLLM version of the images (containers/versions.env)."""
     for line in (ROOT / "containers" / "versions.env").read_text().splitlines():
