@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,21 @@ async def test_start_up_keeps_an_existing_key(tmp_path: Path) -> None:
     key = json.loads(settings.credentials_path.read_text())["apiKey"]
     assert Daemon(settings).prepare_files()  # the next run of the daemon
     assert json.loads(settings.credentials_path.read_text())["apiKey"] == key
+
+
+async def test_start_up_creates_a_key_readable_by_dependents(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert Daemon(settings).prepare_files()
+    key = json.loads(settings.credentials_path.read_text())["apiKey"]
+    assert len(key) == 22 and key.isalnum()
+    assert stat.S_IMODE(settings.credentials_path.stat().st_mode) == 0o644
+
+
+async def test_start_up_moves_an_invalid_key_file_aside(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    settings.public.mkdir(parents=True)
+    settings.credentials_path.write_text("{garbage")
+    assert Daemon(settings).prepare_files()
+    assert len(json.loads(settings.credentials_path.read_text())["apiKey"]) == 22
+    aside = list(settings.public.glob("credentials.json.invalid-*"))
+    assert [p.read_text() for p in aside] == ["{garbage"]

@@ -362,3 +362,15 @@ async def test_fixed_flags_in_a_hand_edited_store_are_dropped_with_a_warning(
     assert [(r.name, r.getMessage().split(" in ")[0]) for r in warnings] == [
         ("vllmd.daemon.reconcile", "ignoring --port, --api-key")
     ]
+
+
+async def test_an_invalid_key_file_is_moved_aside_and_replaced(world: World) -> None:
+    await world.reconcile()
+    world.clock.advance(5)
+    world.settings.credentials_path.write_text('{"apiKey": "not-a-valid-key"}')  # in place
+    world.bell.file_changed()
+    await world.reconcile()
+    key = json.loads(world.settings.credentials_path.read_text())["apiKey"]
+    assert len(key) == 22 and key.isalnum()
+    aside = list(world.settings.public.glob("credentials.json.invalid-*"))
+    assert [p.read_text() for p in aside] == ['{"apiKey": "not-a-valid-key"}']
