@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -29,6 +29,7 @@ from vllmd.core.health import Phase, Snapshot, evaluate, loading_deadline
 from vllmd.core.masking import redact
 from vllmd.core.readiness import FAILURES_TO_WEDGE, Seen
 from vllmd.daemon.healthfile import HealthPublisher
+from vllmd.daemon.probe import READY_INTERVAL_S, STARTING_INTERVAL_S, Prober, ProbeResult
 from vllmd.daemon.reconcile import Bell, Reconciler
 from vllmd.daemon.status import Status
 from vllmd.daemon.watch import Watcher
@@ -39,9 +40,6 @@ from vllmd.process.supervisor import Output, Supervisor
 from vllmd.settings import Settings
 from vllmd.state.credentials import InvalidCredentials, ensure_key
 from vllmd.state.disk import tree_size
-
-if TYPE_CHECKING:
-    from vllmd.daemon.probe import ProbeResult
 
 log = logging.getLogger("vllmd.daemon")  # the component name users see in logs
 
@@ -280,13 +278,7 @@ class _Checks(Protocol):
 
 
 async def _probe(settings: Settings, reconciler: Reconciler, status: Status) -> None:
-    """Probe the running vLLM with a real prober, made once there is a vLLM to probe: importing
-    aiohttp takes a fifth of a second of the event loop, which a daemon that idles without a
-    model (or is stopped right after its start) should not pay."""
-    while reconciler.probe_target() is None:
-        await status.changed()
-    from vllmd.daemon.probe import READY_INTERVAL_S, STARTING_INTERVAL_S, Prober
-
+    """Probe the running vLLM with the real prober at the contract's cadence."""
     prober = Prober(settings.host, settings.port)
     try:
         await probe_vllm(
