@@ -8,13 +8,16 @@ import io
 import json
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, Daemon, Volumes, wait_for
 
 from vllmd.core.health import SET_MODEL_TASK, Verdict
 from vllmd.daemon.healthfile import (
@@ -430,3 +433,62 @@ def test_vllmd_health_imports_neither_anyio_nor_aiohttp() -> None:
     )
 
     assert done.stdout.strip() == "[]"
+
+
+# -- the running daemon ----------------------------------------------------------------------------
+
+
+def health_exit(volumes: Volumes) -> int:
+    """``vllmd health`` as a separate process, as a container HEALTHCHECK or StartOS runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "vllmd", "health", "--run-dir", str(volumes.run)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=30,
+    ).returncode
+
+
+def test_a_previous_runs_success_is_replaced_and_stale_once_the_daemon_stops(
+    volumes: Volumes, start_daemon: Callable[..., Daemon]
+) -> None:
+    # given: the run folder survived a restart, holding the last run's "success" as pid 1
+    volumes.run.mkdir(parents=True)
+    previous = {
+        "result": "success",
+        "message": "The vLLM API is ready",
+        "since": 1.0,
+        "pid": 1,
+        "task": None,
+        "detail": {},
+        "instance": {"boot_id": boot_id(), "pid": 1, "started": 1},
+    }
+    volumes.health.write_text(json.dumps(previous))
+
+    daemon = start_daemon()  # no model selected
+    first = volumes.health_json()  # as soon as the daemon says it is up
+    health = daemon.wait_health("failure")
+
+    assert first is not None and first["instance"] == health["instance"]
+    assert health["instance"] == {
+        "boot_id": boot_id(),
+        "pid": daemon.pid,
+        "started": start_time(daemon.pid),
+    }
+    assert health_exit(volumes) == EXIT_UNHEALTHY
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    assert volumes.health_json() is not None  # the file stays, and says it is stale
+    assert health_exit(volumes) == EXIT_NO_DAEMON
+
+
+def test_a_deleted_health_file_is_written_again_by_the_daemon(
+    volumes: Volumes, start_daemon: Callable[..., Daemon]
+) -> None:
+    start_daemon()
+    volumes.health.unlink()
+
+    health = wait_for(volumes.health_json, CHECK_S + 5, "health.json written again")
+
+    assert health["result"] == "failure"
+    assert health_exit(volumes) == EXIT_UNHEALTHY
