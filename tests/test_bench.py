@@ -109,3 +109,34 @@ def test_quick_benchmark_prints_one_table(report: tuple[dict, str]) -> None:
     for row in ("reconfigure:", "key regeneration:", "readiness:", "stop:", "cold start:"):
         assert row in stdout
     assert "idle, no model: CPU" in stdout and "burst:" in stdout
+
+
+def test_real_report_puts_each_figure_next_to_its_floor() -> None:
+    # ``python -m bench --real`` takes many minutes of the real CPU vLLM: its report is checked
+    # here on made-up samples, so that a long run never ends in a broken table.
+    from bench.real_report import summarize_real
+
+    pair = {
+        "cold": [300_000.0],
+        "warm": [120_000.0],
+        "cache_mb": [{"inductor": 0.0, "vllm": 6.3}],
+        "log": [
+            {"kind": "cold", "compiled_again": False, "loaded_aot": False},
+            {"kind": "warm", "compiled_again": False, "loaded_aot": True},
+        ],
+    }
+    raw = {
+        "ready_floor": [30_000.0, 31_000.0],
+        "ready": [30_100.0, 31_200.0],
+        "stop_floor": [900.0, 950.0],
+        "stop": [920.0, 990.0],
+        "rotation": [5.0, 6.0],
+        "warm_restart": {"vLLM's defaults": pair},
+    }
+    result = summarize_real(raw)
+    figures = result["figures"]
+    assert figures["ready"]["plus_ms"] == 150.0 and figures["ready"]["passed"]
+    assert figures["stop"]["plus_ms"] == 30.0 and figures["stop"]["passed"]
+    assert figures["warm_restart"]["vLLM's defaults"]["ratio"] == 0.4
+    for row in ("ready:", "key rotation", "stop:", "DATA/cache kept", "loaded its AOT artifact"):
+        assert row in result["table"]

@@ -1,0 +1,275 @@
+"""``python -m bench --real``: vllmd over the real CPU vLLM, next to ``vllm serve`` run directly.
+
+Not part of CI: it needs the e2e tier's prepared CPU vLLM (``python tests/e2e/prepare.py``) and
+minutes of two cores. Figures, each next to its floor in the same run, rounds alternating so that a
+slow moment of the machine lands on both:
+
+- **ready**: Set Model (an atomic write of ``store.json`` to an idle daemon) → ``health.json`` says
+  success; floor: ``vllm serve`` started directly with the very argv and environment vllmd would
+  launch → its ``/health`` answers 200 (asked every 10 ms). Target: ≤ floor + 0.3 s.
+- **key rotation** (``--auth guard``): ``credentials.json`` deleted → the new key is accepted.
+- **stop**: SIGTERM to vllmd → vllmd exited, vLLM's group empty; floor: SIGTERM straight to the
+  direct ``vllm serve`` → it exited. Target: ≤ floor + 50 ms.
+- **warm restart**: a daemon started with a compiling configuration (no ``--enforce-eager``) on
+  fresh volumes, then on the same data volume but a fresh home, ``/tmp`` and run folder, as a
+  recreated container would be: exec → ready, and what ``DATA/cache`` holds. Target: the second
+  ≤ 0.7x the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.files import BenchError, Volumes, valid_key, wait_until, write_json_atomic
+from bench.procs import Fleet, free_port, ms, wait_exit
+from vllmd.core.launch import plan_launch
+from vllmd.core.schema import Store
+from vllmd.daemon.serve import install_guard
+from vllmd.demo import cpuenv
+from vllmd.process.proc import group_members
+from vllmd.settings import Settings
+from vllmd.state.disk import tree_size
+
+READY_PLUS_S = 0.3
+STOP_PLUS_MS = 50.0
+WARM_X = 0.7
+LOAD_S = 600.0
+"""How long one real vLLM may take to be ready here (31-90 s measured on two busy cores)."""
+
+
+def _env(scratch: Path, home: Path | None = None) -> dict[str, str]:
+    """The daemon's environment: ours without ``PYTHONPATH`` (nothing of the benchmark leaks into
+    vLLM's Python), the CPU vLLM's offline switches, scratch files under ``scratch``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(cpuenv.run_env(scratch))
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        env["HOME"] = str(home)
+    return env
+
+
+def _health_200(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def _models_status(port: int, key: str) -> int:
+    request = f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall((request + "Connection: close\r\n\r\n").encode())
+        return int(s.recv(64).split()[1])
+
+
+def _poll(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+    return value
+
+
+class Real:
+    """The prepared CPU vLLM and the folders and processes of one ``--real`` run."""
+
+    def __init__(self, fleet: Fleet, env: cpuenv.CpuEnv, log: Callable[[str], None]) -> None:
+        self.fleet, self.env, self.log = fleet, env, log
+        self.sessions: set[int] = set()
+
+    def daemon(self, v: Volumes, *flags: str, home: Path | None = None) -> Any:
+        """Start ``vllmd run`` over the CPU vLLM on ``v``; return (proc, port, t_exec)."""
+        port = free_port()
+        argv = [sys.executable, "-m", "vllmd", "run", "--data", str(v.data), "--public"]
+        argv += [str(v.public), "--run-dir", str(v.run), "--vllm", str(self.env.vllm)]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--no-ldconfig", *flags]
+        with (v.root / "daemon.log").open("ab") as out:
+            t0 = time.monotonic()
+            proc = self.fleet.popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=_env(v.root / "scratch", home)
+            )
+        return proc, port, t0
+
+    def vllm_pid(self, v: Volumes) -> int:
+        """The pid of the last vLLM the daemon on ``v`` started (from its log)."""
+        text = (v.root / "daemon.log").read_text(errors="replace")
+        pid = int(text.rsplit("started vLLM, pid ", 1)[1].split(":", 1)[0])
+        self.sessions.add(pid)
+        return pid
+
+    def kill_leftovers(self) -> None:
+        """Kill whatever any vLLM of this run left in its group (vLLM runs in its own)."""
+        for session in self.sessions:
+            for pid in group_members(session):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def ready_and_stop(real: Real, rounds: int) -> dict[str, list[float]]:
+    """Alternating rounds of the direct ``vllm serve`` (floor) and vllmd's Set Model."""
+    out: dict[str, list[float]] = {k: [] for k in ("ready_floor", "ready", "stop_floor", "stop")}
+    out["rotation"] = []
+    args = real.env.chat_args
+    for i in range(rounds):
+        # The floor: exactly what vllmd launches, started by hand.
+        v = real.fleet.volumes(f"direct-{i}")
+        port = free_port()
+        settings = Settings(
+            data=v.data, public=v.public, run_dir=v.run, vllm=str(real.env.vllm),
+            host="127.0.0.1", port=port,
+        )  # fmt: skip
+        launch = plan_launch(
+            Store(serveArgs=args), "k" * 22, settings, _env(v.root / "scratch"),
+            install_guard(v.run),
+        ).launch  # fmt: skip
+        assert launch is not None
+        v.credentials.write_text(json.dumps({"apiKey": "k" * 22}))
+        real.log(f"real: round {i + 1}: vllm serve directly")
+        with (v.root / "vllm.log").open("wb") as log:
+            t0 = time.monotonic()
+            proc = real.fleet.popen(launch.argv, env=launch.environ, stdout=log, stderr=log)
+        real.sessions.add(proc.pid)
+        _poll(lambda port=port: _health_200(port), LOAD_S, "vllm serve to be ready", 0.01)
+        out["ready_floor"].append(ms(time.monotonic() - t0))
+        time.sleep(2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        t1 = wait_exit(proc.pid, 60)
+        if t1 is None:
+            raise BenchError("vllm serve did not exit within 60 s of SIGTERM")
+        out["stop_floor"].append(ms(t1 - t0))
+        proc.wait(5)
+        real.kill_leftovers()
+
+        v = real.fleet.volumes(f"vllmd-{i}")
+        proc, port, _ = real.daemon(v)
+        v.wait_health("failure", timeout_s=60)  # idle: no model selected
+        real.log(f"real: round {i + 1}: vllmd, Set Model")
+        wall = time.time()
+        t0 = write_json_atomic(v.store, {"serveArgs": list(args)})
+        seen = v.wait_health("success", after_wall=wall, timeout_s=LOAD_S)
+        out["ready"].append(ms(seen - t0))
+        if i == 0:
+            out["rotation"] = rotation(v, port, 5)
+        time.sleep(2)
+        pgid = real.vllm_pid(v)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        t1 = wait_exit(proc.pid, 120)
+        if t1 is None or group_members(pgid):
+            raise BenchError("vllmd did not stop, or left vLLM's group behind")
+        out["stop"].append(ms(t1 - t0))
+        proc.wait(5)
+    return out
+
+
+def rotation(v: Volumes, port: int, n: int) -> list[float]:
+    """Guard mode: ``credentials.json`` deleted → the new key answers 200 (and the old 401)."""
+    out = []
+    for _ in range(n):
+        old = valid_key(v.credentials)
+        t0 = time.monotonic()
+        os.unlink(v.credentials)
+
+        def accepted(old: str | None = old) -> bool:
+            key = valid_key(v.credentials)
+            return bool(key and key != old and _models_status(port, key) == 200)
+
+        _poll(accepted, 10, "the new key to be accepted", 0.001)
+        out.append(ms(time.monotonic() - t0))
+        if old is not None and _models_status(port, old) != 401:
+            raise BenchError("the old key still works after the rotation")
+        time.sleep(0.5)
+    return out
+
+
+WARM_VARIANTS: dict[str, dict[str, str]] = {
+    "vLLM's defaults": {},
+    # vLLM 0.32's CPU build fails to load its own AOT artifact ("'function' object has no attribute
+    # 'finalize_loading'") and compiles again; without AOT it keeps its older compile cache.
+    "VLLM_USE_AOT_COMPILE=0": {"VLLM_USE_AOT_COMPILE": "0"},
+}
+"""The ``serveEnv`` of each warm-restart configuration."""
+
+
+def warm_restart(real: Real, rounds: int) -> dict[str, Any]:
+    """Per configuration: exec → ready with an empty compile cache, then with ``DATA/cache`` kept
+    but a fresh home, ``/tmp`` and run folder; the model compiles (no ``--enforce-eager``)."""
+    return {
+        label: _warm_pairs(real, rounds, label, serve_env)
+        for label, serve_env in WARM_VARIANTS.items()
+    }
+
+
+def _warm_pairs(real: Real, rounds: int, label: str, serve_env: dict[str, str]) -> dict[str, Any]:
+    args = [a for a in real.env.chat_args if a != "--enforce-eager"]
+    env = [{"name": name, "value": value} for name, value in serve_env.items()]
+    out: dict[str, Any] = {"cold": [], "warm": [], "cache_mb": [], "log": []}
+    slug = "".join(c if c.isalnum() else "-" for c in label)
+    for i in range(rounds):
+        data = real.fleet.workdir / f"warm-{slug}-{i}-data"
+        for kind in ("cold", "warm"):
+            v = real.fleet.volumes(f"warm-{slug}-{i}-{kind}")
+            if kind == "warm":  # the same data volume, everything else new
+                v.data.rmdir()
+            v.data = data
+            v.store = data / "store.json"
+            data.mkdir(exist_ok=True)
+            if kind == "cold":
+                write_json_atomic(v.store, {"serveArgs": args, "serveEnv": env})
+            real.log(f"real: warm restart, {label}, {i + 1}: {kind}")
+            proc, _port, t0 = real.daemon(v, home=v.root / "home")
+            wait_until(lambda path=v.health: _success(path), LOAD_S, f"{kind} ready", watch=v.watch)
+            out[kind].append(ms(time.monotonic() - t0))
+            real.vllm_pid(v)
+            proc.send_signal(signal.SIGTERM)
+            if wait_exit(proc.pid, 120) is None:
+                raise BenchError("vllmd did not stop within 120 s")
+            proc.wait(5)
+            text = (v.root / "daemon.log").read_text(errors="replace")
+            out["log"].append(
+                {
+                    "kind": kind,
+                    "compiled_again": "Compiling model again" in text,
+                    "loaded_aot": "Directly load AOT compilation" in text,
+                }
+            )
+            if kind == "cold":
+                cache = data / "cache"
+                sizes = {p.name: round(tree_size(p) / 1e6, 1) for p in sorted(cache.iterdir())}
+                out["cache_mb"].append(sizes)
+    return out
+
+
+def _success(path: Path) -> bool:
+    try:
+        return bool(json.loads(path.read_bytes()).get("result") == "success")
+    except (OSError, ValueError):
+        return False
+
+
+def run_real(workdir: Path, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every ``--real`` figure; raw samples in ms."""
+    env = cpuenv.prepare(log=log)
+    raw: dict[str, Any] = {"vllm": str(env.vllm), "chat_args": list(env.chat_args)}
+    with Fleet(workdir) as fleet:
+        real = Real(fleet, env, log)
+        try:
+            raw.update(ready_and_stop(real, rounds))
+            raw["warm_restart"] = warm_restart(real, rounds)
+        finally:
+            real.kill_leftovers()
+    return raw
