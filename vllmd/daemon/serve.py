@@ -28,11 +28,13 @@ from vllmd.core.choices import LogFormat
 from vllmd.core.health import Phase, Snapshot, evaluate, loading_deadline
 from vllmd.core.masking import redact
 from vllmd.core.readiness import FAILURES_TO_WEDGE, Seen
+from vllmd.core.shm import shm_warning
 from vllmd.daemon.healthfile import HealthPublisher
 from vllmd.daemon.probe import READY_INTERVAL_S, STARTING_INTERVAL_S, Prober, ProbeResult
 from vllmd.daemon.reconcile import Bell, Reconciler
 from vllmd.daemon.status import Status
 from vllmd.daemon.watch import Watcher
+from vllmd.hardware.shm import shm_space
 from vllmd.logs import vllm_line_json
 from vllmd.process.logpump import LinePump, stream_sink
 from vllmd.process.procgroup import Reaper, become_subreaper
@@ -111,6 +113,7 @@ class Daemon:
         if not self.prepare_files():
             return None
         _ldconfig(self.settings)
+        _warn_if_shm_small()
         return Reaper(reap_orphans=become_subreaper())
 
     def prepare_files(self) -> bool:
@@ -178,6 +181,13 @@ def _ensure_key(settings: Settings) -> None:
         log.warning("%s; moved it aside to %s", state.problem, state.moved_aside.name)
     if state.created:
         log.info("wrote a new API key %s to %s", redact(state.key), settings.credentials_path)
+
+
+def _warn_if_shm_small() -> None:
+    """Say at start when /dev/shm is too small for vLLM: its crash comes only after the load."""
+    warning = shm_warning(*shm_space())
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def _ldconfig(settings: Settings) -> None:
