@@ -73,6 +73,8 @@ class Box:
     """Every key the tests read: none may appear whole in the container's logs."""
     marks: dict[str, float] = field(default_factory=dict)
     """Wall-clock times of the steps later steps measure from (Set Model, start)."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """What a step saw that a later step compares with (the key before the stop)."""
 
     def __post_init__(self) -> None:
         self.data = self.root / "data"
@@ -129,23 +131,41 @@ class Box:
         done = self.engine.run("top", self.name, "hpid", timeout=30)
         return [int(x) for x in done.stdout.split()[1:] if x.isdigit()]
 
-    def wait_healthy(self, since: float, timeout: float) -> dict[str, Any]:
-        """Wait for a ``success`` health that began at or after the wall-clock time ``since``."""
+    def api_ready(self) -> bool:
+        """Whether vLLM answers ``GET /health`` with 200 on the published port (no key needed)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+                return bool(r.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
 
-        def ready() -> dict[str, Any] | None:
+    def wait_healthy(self, since: float, timeout: float) -> dict[str, Any]:
+        """Wait until the API answers, then for vllmd's ``success`` begun at or after ``since``.
+
+        The API is polled over loopback (cheap); ``podman exec`` only runs once it answers, so the
+        wait takes no CPU from vLLM on a small machine.
+        """
+        deadline = time.monotonic() + timeout
+        checked = time.monotonic()
+        while not self.api_ready():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"vLLM did not answer within {timeout:.0f} s; health: {self.health()}\n"
+                    f"log tail:\n{self.logs()[-3000:]}"
+                )
+            if time.monotonic() - checked > 15:
+                checked = time.monotonic()
+                if not self.state().get("Running"):
+                    raise AssertionError(f"the container stopped:\n{self.logs()[-3000:]}")
+            time.sleep(0.5)
+
+        def success() -> dict[str, Any] | None:
             code, health = self.health()
             if code == 0 and health is not None and health.get("since", 0) >= since - 0.5:
                 return health
-            if not self.state().get("Running"):
-                raise AssertionError(f"the container stopped:\n{self.logs()[-3000:]}")
             return None
 
-        try:
-            return wait_for(ready, timeout, "vLLM to become ready", every=1.0)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}; health: {self.health()}\nlog tail:\n{self.logs()[-3000:]}"
-            ) from None
+        return wait_for(success, 10, "vllmd to report the API ready", every=0.5)
 
     def request(
         self, path: str, key: str | None = None, body: dict[str, Any] | None = None
