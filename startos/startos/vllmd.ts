@@ -59,5 +59,5 @@ function toExec(result: {
   }
 }
 
-/** Whether a model is selected, from store.json through the SDK's file helper (init only). */
-export { storeJson } from './fileModels/store.json'
+/** store.json through the SDK's file helper, for init only. */
+export { storeText } from './fileModels/store.json'

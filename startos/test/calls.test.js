@@ -41,7 +41,10 @@ test('a preset becomes --preset ID and keeps the environment', () => {
     { model: { selection: 'qwen3-0.6b', value: {} }, environment: keep },
     form,
   )
-  assert.deepEqual(call, { argv: ['action', 'set-model', '--preset', 'qwen3-0.6b'], stdin: null })
+  assert.deepEqual(call, {
+    argv: ['action', 'set-model', '--force', '--preset', 'qwen3-0.6b'],
+    stdin: null,
+  })
 })
 
 test('custom arguments become one --custom argument, trimmed, for vllmd to split', () => {
@@ -50,7 +53,7 @@ test('custom arguments become one --custom argument, trimmed, for vllmd to split
     { model: { selection: 'custom', value: { args: `  ${args} ` } }, environment: keep },
     form,
   )
-  assert.deepEqual(call.argv, ['action', 'set-model', '--custom', args])
+  assert.deepEqual(call.argv, ['action', 'set-model', '--force', '--custom', args])
 })
 
 test('environment values go to standard input with --env-stdin, never into argv', () => {
@@ -64,7 +67,14 @@ test('environment values go to standard input with --env-stdin, never into argv'
     },
   }
   const call = setModelCall({ model: { selection: 'qwen3-0.6b', value: {} }, environment }, form)
-  assert.deepEqual(call.argv, ['action', 'set-model', '--preset', 'qwen3-0.6b', '--env-stdin'])
+  assert.deepEqual(call.argv, [
+    'action',
+    'set-model',
+    '--force',
+    '--preset',
+    'qwen3-0.6b',
+    '--env-stdin',
+  ])
   assert.equal(call.stdin, `HF_TOKEN=${SECRET}\nEMPTY=\n`)
   assert.ok(!call.argv.join(' ').includes('s3cr3t'))
 })

@@ -21,7 +21,11 @@ const text = (rel) => fs.readFileSync(path.join(sources, rel), 'utf8')
 
 test('main never reads store.json (a reactive read would restart vllmd on every Set Model)', () => {
   const main = text('main.ts')
-  assert.ok(!/storeJson|store\.json'|fileModels/.test(main.replace(/\/\*\*[\s\S]*?\*\//g, '')))
+  assert.ok(
+    !/storeText|storeJson|store\.json|fileModels|FileHelper/.test(
+      main.replace(/\/\*\*[\s\S]*?\*\//g, ''),
+    ),
+  )
   assert.match(main, /runAsInit: true/)
 })
 
@@ -42,5 +46,16 @@ test("StartOS waits longer than vllmd's whole stop before SIGKILL", () => {
 
 test('init asks for a model exactly when none is selected', () => {
   const { needsModel } = layer('tasks')
-  assert.deepEqual([undefined, null, [], ['org/model']].map(needsModel), [true, true, true, false])
+  const cases = [
+    [null, true], // no store.json
+    ['{}', true],
+    ['{"serveArgs": []}', true],
+    ['{"serveArgs": ["org/model"], "modelSelection": {"selection": "custom"}}', false],
+    ['', true], // a non-atomic write caught half-way: Set Model replaces it
+    ['{"serveArgs": "org/model"}', true],
+    ['{"serveArgs": [1]}', true],
+    ['[]', true],
+    ['null', true],
+  ]
+  for (const [text, expected] of cases) assert.equal(needsModel(text), expected, String(text))
 })

@@ -1,13 +1,10 @@
 /**
- * `DATA/store.json`, read by init only (never by main: a reactive read there would restart
- * vllmd on every Set Model, and vllmd applies changes by itself). vllmd writes the file; the
- * layer only asks whether a model is selected: a non-empty `serveArgs` (CONTRACT §1).
+ * `DATA/store.json` as text, read by init only (never by main: a reactive read there would
+ * restart vllmd on every Set Model, and vllmd applies changes by itself). vllmd writes the
+ * file; the layer only asks whether a model is selected (layer/tasks.ts decides, from the text,
+ * so that a file that does not parse is an answer rather than an exception in init).
  */
-import { FileHelper, z } from '@start9labs/start-sdk'
+import { FileHelper } from '@start9labs/start-sdk'
 import { sdk } from '../sdk'
 
-const shape = z.object({
-  serveArgs: z.array(z.string()).optional().catch(undefined),
-})
-
-export const storeJson = FileHelper.json({ base: sdk.volumes.main, subpath: 'store.json' }, shape)
+export const storeText = FileHelper.string({ base: sdk.volumes.main, subpath: 'store.json' })

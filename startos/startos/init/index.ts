@@ -10,11 +10,10 @@ import { setInterfaces } from '../interfaces'
 import { needsModel, SET_MODEL_REASON } from '../layer/tasks'
 import { sdk } from '../sdk'
 import { versionGraph } from '../versions'
-import { storeJson } from '../vllmd'
+import { storeText } from '../vllmd'
 
 const selectModelTask = sdk.setupOnInit(async (effects) => {
-  const serveArgs = await storeJson.read((s) => s?.serveArgs).const(effects)
-  if (needsModel(serveArgs)) {
+  if (needsModel(await storeText.read().const(effects))) {
     await sdk.action.createOwnTask(effects, setModel, 'critical', { reason: SET_MODEL_REASON })
   }
 })

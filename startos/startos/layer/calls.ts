@@ -46,9 +46,13 @@ export function envLines(variables: { name: string; value?: string | null }[]): 
     .join('')
 }
 
-/** `vllmd action set-model …` for the form's input. */
+/**
+ * `vllmd action set-model …` for the form's input. Always with --force: a store.json that does
+ * not parse is moved aside (kept, as store.json.invalid-<time>) rather than refused, since a
+ * StartOS user has no shell to repair it.
+ */
 export function setModelCall(input: SetModelInput, form: SetModelForm | null): Call {
-  const argv = ['action', 'set-model']
+  const argv = ['action', 'set-model', '--force']
   const { selection, value } = input.model
   if (selection === CUSTOM) {
     const args = (value.args ?? '').trim()
