@@ -17,11 +17,12 @@ import anyio
 import pytest
 from daemon_support import World
 
+from vllmd.cli import build_parser
 from vllmd.core.health import Phase
 from vllmd.daemon.healthfile import HealthPublisher
 from vllmd.daemon.serve import Daemon, _output, probe_vllm, publish_health, sample_downloads
 from vllmd.daemon.status import Status
-from vllmd.settings import Settings
+from vllmd.settings import Settings, settings_from
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +52,10 @@ def _settings(tmp_path: Path, grace_s: float = 2_100.0) -> Settings:
 async def test_health_turns_to_failure_when_the_grace_runs_out_without_a_tick(
     tmp_path: Path,
 ) -> None:
-    settings = _settings(tmp_path, grace_s=0.3)
+    # Settings from the real command line: the flag is what reaches the verdict.
+    argv = ["run", "--data", str(tmp_path / "data"), "--public", str(tmp_path / "public"),
+            "--run-dir", str(tmp_path / "run"), "--loading-grace", "0.3"]  # fmt: skip
+    settings = settings_from(build_parser().parse_args(argv), environ={})
     settings.run_dir.mkdir(parents=True)
     status = Status()
     publisher = HealthPublisher(settings.health_path, os.getpid())
@@ -176,22 +180,22 @@ async def test_start_up_publishes_a_fresh_health_file_before_anything_else(
     settings.public.parent.mkdir(parents=True, exist_ok=True)
     settings.public.write_text("a file where the public folder should be")
     daemon = Daemon(settings)
-    assert daemon.prepare_files() is False  # the public folder cannot be made
+    daemon.prepare_files()  # the public folder cannot be made: the key step fails
     health = _health(settings.health_path)
     assert health is not None and health["result"] == "loading" and health["pid"] == os.getpid()
 
 
 async def test_start_up_keeps_an_existing_key(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    assert Daemon(settings).prepare_files()
+    Daemon(settings).prepare_files()
     key = json.loads(settings.credentials_path.read_text())["apiKey"]
-    assert Daemon(settings).prepare_files()  # the next run of the daemon
+    Daemon(settings).prepare_files()  # the next run of the daemon
     assert json.loads(settings.credentials_path.read_text())["apiKey"] == key
 
 
 async def test_start_up_creates_a_key_readable_by_dependents(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    assert Daemon(settings).prepare_files()
+    Daemon(settings).prepare_files()
     key = json.loads(settings.credentials_path.read_text())["apiKey"]
     assert len(key) == 22 and key.isalnum()
     assert stat.S_IMODE(settings.credentials_path.stat().st_mode) == 0o644
@@ -201,7 +205,7 @@ async def test_start_up_moves_an_invalid_key_file_aside(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     settings.public.mkdir(parents=True)
     settings.credentials_path.write_text("{garbage")
-    assert Daemon(settings).prepare_files()
+    Daemon(settings).prepare_files()
     assert len(json.loads(settings.credentials_path.read_text())["apiKey"]) == 22
     aside = list(settings.public.glob("credentials.json.invalid-*"))
     assert [p.read_text() for p in aside] == ["{garbage"]
