@@ -18,6 +18,7 @@ from typing import Any
 from bench.files import BenchError, seq_of, valid_key
 from bench.procs import Daemon, Fleet, ms, usage, wait_exit
 from vllmd.core.decide import COOLDOWN_S as DAEMON_COOLDOWN_S
+from vllmd.core.exits import describe_exit
 from vllmd.process.proc import group_members
 from vllmd.process.proc import is_alive as pid_alive
 
@@ -227,7 +228,7 @@ def _after_cooldown(v: Any) -> None:
 
 def _alive(daemon: Daemon) -> None:
     if daemon.proc.poll() is not None:
-        raise BenchError(f"vllmd exited with {daemon.proc.returncode}: see {daemon.log}")
+        raise BenchError(f"vllmd {describe_exit(daemon.proc.returncode)}: see {daemon.log}")
 
 
 def idle(pids: dict[str, int], window_s: float) -> dict[str, dict[str, float]]:

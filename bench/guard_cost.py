@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllmd import guard
+from vllmd.core.exits import describe_exit
 from vllmd.core.launch import GUARD_MIDDLEWARE
 from vllmd.demo import cpuenv
 
@@ -86,7 +87,7 @@ def start(env: cpuenv.CpuEnv, tmp: Path, name: str, guarded: bool) -> Server:
 def wait_ready(server: Server, deadline: float) -> None:
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} vLLM exited with {server.proc.returncode}")
+            raise RuntimeError(f"{server.name} vLLM {describe_exit(server.proc.returncode)}")
         with contextlib.suppress(OSError):
             conn = server.connection()
             conn.request("GET", "/health")

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from bench.files import BenchError, Volumes, wait_until
+from vllmd.core.exits import describe_exit
 from vllmd.process.proc import group_members, stat, status, threads
 from vllmd.process.proc import is_alive as pid_alive
 
@@ -200,7 +201,7 @@ class Daemon:
     def wait_up(self, timeout_s: float = 15.0) -> None:
         def up() -> bool:
             if self.proc.poll() is not None:
-                raise BenchError(f"vllmd exited with {self.proc.returncode}: see {self.log}")
+                raise BenchError(f"vllmd {describe_exit(self.proc.returncode)}: see {self.log}")
             return b"vllmd is up" in self.log.read_bytes()
 
         wait_until(up, timeout_s, "vllmd is up", self.volumes.watch)

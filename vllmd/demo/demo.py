@@ -30,6 +30,7 @@ from typing import TextIO
 
 from vllmd.core.argsplit import join_args
 from vllmd.core.errors import VllmdError
+from vllmd.core.exits import describe_exit
 from vllmd.core.health import LOADING_MESSAGE, READY_MESSAGE
 from vllmd.daemon.healthfile import is_live_vllmd, read_health
 from vllmd.demo import cpuenv
@@ -289,7 +290,7 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
             stop.set()
             watcher.join(5)
     if code != 0:
-        print(f"vllmd demo: the daemon exited with status {code}; the end of {log_path}:")
+        print(f"vllmd demo: the daemon {describe_exit(code)}; the end of {log_path}:")
         print(tail(log_path))
     else:
         print("vllmd demo: stopped; vLLM and its processes are gone.")
