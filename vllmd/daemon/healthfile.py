@@ -92,18 +92,16 @@ class Instance:
 
 
 def _instance_in(document: dict[str, object]) -> Instance | None:
+    """The ``instance`` the file names, or ``None`` when it has none of the right shape."""
     raw = document.get("instance")
     if not isinstance(raw, dict):
         return None
     boot, pid, started = raw.get("boot_id"), raw.get("pid"), raw.get("started")
-    if not isinstance(boot, str) or not _is_int(pid) or not _is_int(started):
+    if not isinstance(boot, str) or not isinstance(pid, int) or not isinstance(started, int):
         return None
-    assert isinstance(pid, int) and isinstance(started, int)
+    if isinstance(pid, bool) or isinstance(started, bool):  # JSON true is not a number
+        return None
     return Instance(boot, pid, started)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class HealthPublisher:
