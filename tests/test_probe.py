@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from anyio.abc import SocketAttribute, SocketStream
 
-from vllmd.daemon.probe import Outcome, Prober, ProbeResult, loopback_host
+from vllmd.daemon.probe import Outcome, Prober, ProbeResult, StartupHint, loopback_host
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +226,26 @@ def test_a_result_reads_well_in_a_log_line() -> None:
 
     assert str(result) == "unhealthy (HTTP 503): GET /health answered 503"
     assert result == ProbeResult(Outcome.UNHEALTHY, 503)  # the reason is not compared
+
+
+async def test_the_startup_line_is_a_hint_for_the_vllm_started_before_it() -> None:
+    now = [100.0]
+    hint = StartupHint(clock=lambda: now[0])
+    hint.feed("INFO:     Waiting for application startup.")
+    assert hint.since(0.0) is None  # not the line
+    hint.feed("INFO:     Application startup complete.")
+    assert hint.since(99.0) == 100.0
+    assert hint.since(100.5) is None  # a vLLM started after the line: not its hint
+
+
+async def test_waiting_for_the_hint_returns_at_the_next_line_only() -> None:
+    hint = StartupHint()
+    hint.feed("INFO:     Application startup complete.")
+    with anyio.move_on_after(0.05) as waited:
+        await hint.wait()  # the line already seen does not count again
+    assert waited.cancelled_caught
+    with anyio.fail_after(2):  # the wait returns at the new line, or this fails
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hint.wait)
+            await anyio.sleep(0.01)
+            hint.feed("INFO:     Application startup complete.")

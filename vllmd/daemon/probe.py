@@ -12,6 +12,7 @@ daemon 13.5 MB of memory for one request every two seconds.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +31,7 @@ __all__ = [
     "Outcome",
     "ProbeResult",
     "Prober",
+    "StartupHint",
     "loopback_host",
 ]
 
@@ -38,6 +40,12 @@ STARTING_INTERVAL_S = 0.25
 READY_INTERVAL_S = 2.0
 """Probe cadence once ready: with :data:`vllmd.core.readiness.FAILURES_TO_WEDGE`, a dead API
 is noticed in seconds."""
+STARTUP_LINE = "Application startup complete."
+"""What uvicorn prints under vLLM 0.32 once its app is up, just before its socket listens."""
+HINT_RETRY_S = 0.002
+"""After that line, probe this often (the socket listens a moment after it)..."""
+HINT_WINDOW_S = 2.0
+"""...for this long; then the periodic probe again, which stays the truth either way."""
 
 
 class Outcome(StrEnum):
@@ -84,6 +92,37 @@ class ProbeResult:
 ProbeResult.HEALTHY = ProbeResult(Outcome.HEALTHY, 200)
 ProbeResult.NOT_LISTENING = ProbeResult(Outcome.NOT_LISTENING)
 ProbeResult.NO_ANSWER = ProbeResult(Outcome.NO_ANSWER)
+
+
+class StartupHint:
+    """vLLM's word that its API is up: a hint to probe at once, never a verdict.
+
+    :meth:`feed` takes each line vLLM prints (from the output pumps); the probe loop asks
+    :meth:`since` whether the line came for the vLLM it probes, and waits in :meth:`wait`
+    between probes so that the line wakes it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._event = anyio.Event()
+        self.at: float | None = None
+        """When the line last came (the clock's time)."""
+
+    def feed(self, line: str) -> None:
+        """Look at one line of vLLM's output."""
+        if STARTUP_LINE in line:
+            self.at = self._clock()
+            self._event.set()
+
+    def since(self, started_at: float) -> float | None:
+        """When the line came, if it came after ``started_at`` (the vLLM now probed started)."""
+        return self.at if self.at is not None and self.at >= started_at else None
+
+    async def wait(self) -> None:
+        """Return at the next line (a line already seen is forgotten first)."""
+        if self._event.is_set():
+            self._event = anyio.Event()
+        await self._event.wait()
 
 
 def loopback_host(host: str) -> str:
