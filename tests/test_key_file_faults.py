@@ -23,7 +23,7 @@ from tests.conftest import Volumes, wait_for
 from vllmd.guard import ApiKeyGuard, Message, Scope
 from vllmd.state.credentials import InvalidCredentials, ensure_key, read_key
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = settings(max_examples=int(os.environ.get("VLLMD_FUZZ_EXAMPLES", "300")), deadline=None)
 VALID = "AbCdEfGhIjKlMnOpQrStUv"
 
 

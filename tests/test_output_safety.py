@@ -10,8 +10,10 @@ import fcntl
 import io
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -115,8 +117,8 @@ def stalled_pipe() -> Iterator[tuple[int, int]]:
 def test_writing_to_a_stream_nobody_reads_never_blocks(stalled_pipe: tuple[int, int]) -> None:
     # given: an out stream on a pipe nobody reads
     _, write_end = stalled_pipe
-    dropped: list[tuple[int, int]] = []
-    stream = OutStream(write_end, limit=10_000, on_dropped=lambda w, b: dropped.append((w, b)))
+    dropped: list[tuple[int, int, bool]] = []
+    stream = OutStream(write_end, limit=10_000, on_dropped=lambda *d: dropped.append(d))
     # when: far more is written than the pipe and the buffer hold
     began = time.monotonic()
     line = b"line ................................................\n"
@@ -136,8 +138,8 @@ async def test_a_stalled_stream_catches_up_and_reports_what_was_dropped(
 ) -> None:
     # given: a stalled out stream that has dropped lines
     read_end, write_end = stalled_pipe
-    dropped: list[tuple[int, int]] = []
-    stream = OutStream(write_end, limit=8_192, on_dropped=lambda w, b: dropped.append((w, b)))
+    dropped: list[tuple[int, int, bool]] = []
+    stream = OutStream(write_end, limit=8_192, on_dropped=lambda *d: dropped.append(d))
     async with anyio.create_task_group() as tg:
         await tg.start(stream.run)
         lines = [b"%05d\n" % n for n in range(5_000)]
@@ -147,14 +149,15 @@ async def test_a_stalled_stream_catches_up_and_reports_what_was_dropped(
         # when: the reader wakes up and reads everything
         received = io.BytesIO()
         with anyio.fail_after(5):
-            while stream.pending or not dropped:
+            while stream.pending or len(dropped) < 2:
                 await anyio.wait_readable(read_end)
                 received.write(os.read(read_end, 65_536))
         tg.cancel_scope.cancel()
-    # then: what arrived is whole lines, in order, and the loss was reported once
+    # then: what arrived is whole lines, in order, and the loss was reported at once and in
+    # total when the reader caught up
     got = received.getvalue().splitlines(keepends=True)
     assert got == lines[: len(got)]
-    assert dropped == [(5_000 - len(got), 6 * (5_000 - len(got)))]
+    assert dropped == [(1, 6, False), (5_000 - len(got), 6 * (5_000 - len(got)), True)]
     stream.close(timeout_s=0.05)
 
 
@@ -164,3 +167,48 @@ def anyio_backend() -> str:
 
 
 pytestmark = pytest.mark.anyio
+
+
+def test_a_stdout_nobody_reads_never_freezes_the_daemon(volumes: Volumes, tmp_path) -> None:
+    # given: a daemon whose stdout is a pipe nobody reads (a stuck log collector), running a
+    # vLLM that prints far more than the pipe and the daemon's buffer hold
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, STANDIN, free_port, wait_for
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    volumes.set_args(*volumes.standin_args("org/model", "--fake-big-line", "3000000"))
+    err_path = tmp_path / "daemon.err"
+    command = [
+        sys.executable, "-m", "vllmd", "run", "--data", str(volumes.data),
+        "--public", str(volumes.public), "--run-dir", str(volumes.run), "--vllm", str(STANDIN),
+        "--host", "127.0.0.1", "--port", str(free_port()), "--no-ldconfig",
+        "--stop-timeout", "5",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+    }
+    with err_path.open("wb") as err:
+        proc = subprocess.Popen(command, stdout=write_end, stderr=err, env=env, cwd=ROOT)
+    os.close(write_end)
+    try:
+        wait_for(lambda: len(volumes.starts()) == 1, 20, "vLLM started")
+        wait_for(lambda: "nobody reads stdout" in err_path.read_text(), 20, "the drop reported")
+        # when: the key is deleted
+        key = volumes.key()
+        volumes.credentials.unlink()
+        # then: a new one is written at once, the loop is not frozen
+        wait_for(lambda: volumes.credentials.is_file() and volumes.key() != key, 5, "new key")
+        # when: the daemon is asked to stop
+        proc.send_signal(signal.SIGTERM)
+        # then: it stops, as promised, though nobody ever read its stdout
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)

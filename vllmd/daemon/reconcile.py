@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,15 +25,17 @@ from vllmd.core.backoff import Backoff
 from vllmd.core.decide import Act, Running, decide, settled_at
 from vllmd.core.exits import describe_exit
 from vllmd.core.forensics import diagnose
-from vllmd.core.health import ExitInfo, Phase
+from vllmd.core.health import Diagnosis, ExitInfo, Phase
 from vllmd.core.launch import Launch, plan_launch, secrets_of
 from vllmd.core.masking import masker, redact
 from vllmd.core.readiness import Readiness, Seen
 from vllmd.daemon.status import Status
+from vllmd.process.proc import describe, port_holders
 from vllmd.process.supervisor import Child
 from vllmd.settings import Settings
 from vllmd.state.credentials import InvalidCredentials, ensure_key
-from vllmd.state.store import Store, StoreError, read_store
+from vllmd.state.readfile import UnreadableFile, read_small_file
+from vllmd.state.store import MAX_STORE_BYTES, Store, StoreError, read_store
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +91,13 @@ class Bell:
 
 
 def _fingerprint(path: Path) -> bytes | None:
+    """A digest of ``path``'s content, or None when it cannot be read (never blocking: a FIFO
+    or a device in its place must not freeze the event loop)."""
     try:
-        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
-    except OSError:
+        data = read_small_file(path, MAX_STORE_BYTES)
+    except (OSError, UnreadableFile):
         return None
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class Reconciler:
@@ -106,6 +112,9 @@ class Reconciler:
         guard_dir: where the API key guard lies, with ``--auth guard``.
         clock: monotonic seconds (injected in tests, with the bell's).
         rescan_s: how often to look at the files when nothing wakes it.
+        prepare: what every launch needs on disk (the model cache folder, the guard module),
+            made again before each launch; an OSError it raises is logged and the launch goes
+            ahead (vLLM then says what it misses, and is restarted after its back-off).
     """
 
     def __init__(
@@ -119,6 +128,7 @@ class Reconciler:
         guard_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         rescan_s: float = RESCAN_S,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
@@ -128,6 +138,8 @@ class Reconciler:
         self._guard_dir = guard_dir
         self._clock = clock
         self._rescan_s = rescan_s
+        self._prepare = prepare
+        self._prepare_problem: str | None = None
         self._backoff = Backoff()
         self._child: Child | None = None  # the vLLM started last; None once stopped for good
         self._readiness = Readiness()  # of that vLLM
@@ -218,8 +230,25 @@ class Reconciler:
         self._last_start = now
         fresh = {"config_started_at": now, "exit": None} if new_config else {}
         status.set(phase=Phase.STARTING, stuck_pids=(), model=launch.model, **fresh)
+        self._prepare_launch()
         self._child = await self._supervisor.start(launch)
         status.touch()  # the probe waits for a child to probe
+
+    def _prepare_launch(self) -> None:
+        """Make what the launch needs on disk; log a failure once, and when it is fixed."""
+        if self._prepare is None:
+            return
+        try:
+            self._prepare()
+        except OSError as exc:
+            problem = str(exc)
+            if problem != self._prepare_problem:
+                log.error("%s; starting vLLM anyway, it will say what it misses", problem)
+            self._prepare_problem = problem
+            return
+        if self._prepare_problem is not None:
+            log.info("what vLLM needs on disk is in place again")
+        self._prepare_problem = None
 
     # -- what happened to vLLM ------------------------------------------------------------------
 
@@ -239,7 +268,7 @@ class Reconciler:
         delay = self._backoff.next_delay(ready_for)
         exited_at = child.exited_at if child.exited_at is not None else self._clock()
         self._restart_at = exited_at + delay
-        diagnosis = diagnose(self._status.tail.text())
+        diagnosis = _with_port_holder(diagnose(self._status.tail.text()), self._settings.port)
         if child.spawn_error is not None and diagnosis is None:
             diagnosis = diagnose(f"ERROR cannot start {child.launch.argv[0]}: {child.spawn_error}")
         returncode = child.returncode if child.returncode is not None else -1
@@ -306,19 +335,21 @@ class Reconciler:
     def _read_store(self) -> Store | None:
         path = self._settings.store_path
         fingerprint = _fingerprint(path)
-        if fingerprint == self._store_print and fingerprint is not None:
-            return self._store
-        try:
-            store = read_store(path)
-        except StoreError as exc:
-            if str(exc) != self._store_problem:
-                log.error("%s Keeping the last good configuration.", exc)
-            self._store_problem = str(exc)
-            self._note_store_problem(self._store_problem)
-            return self._store  # the last good one; the file is never touched
-        self._store_print = fingerprint
-        self._store = store
+        if fingerprint is not None and fingerprint == self._store_print:
+            store = self._store  # the content last read good, back again (or unchanged)
+        else:
+            try:
+                store = read_store(path)
+            except StoreError as exc:
+                if str(exc) != self._store_problem:
+                    log.error("%s Keeping the last good configuration.", exc)
+                self._store_problem = str(exc)
+                self._note_store_problem(self._store_problem)
+                return self._store  # the last good one; the file is never touched
+            self._store_print = fingerprint
+            self._store = store
         if self._store_problem is not None:
+            # Logged and cleared however it was fixed, so that breaking it again is news.
             log.info("%s is valid again", path)
         self._store_problem = None
         self._note_store_problem(None)
@@ -329,7 +360,6 @@ class Reconciler:
             self._status.set(store_problem=problem)
 
     def _desired(self) -> Launch | None:
-        self._settings.models_dir.mkdir(parents=True, exist_ok=True)
         key = self._read_key()
         store = self._read_store()
         if key is None:
@@ -346,3 +376,14 @@ class Reconciler:
             )
         self._dropped = plan.dropped
         return plan.launch
+
+
+def _with_port_holder(diagnosis: Diagnosis | None, port: int) -> Diagnosis | None:
+    """For a crash because vLLM's port was taken, the cause names who holds it (when visible)."""
+    if diagnosis is None or diagnosis.kind != "port-in-use" or diagnosis.cause is None:
+        return diagnosis
+    holders = port_holders(port)
+    if not holders:
+        return diagnosis
+    who = ", ".join(describe(pid) for pid in holders)
+    return replace(diagnosis, cause=f"{diagnosis.cause.rstrip('.')}: {who} holds port {port}.")

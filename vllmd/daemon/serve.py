@@ -35,8 +35,9 @@ from vllmd.daemon.reconcile import Bell, Reconciler
 from vllmd.daemon.status import Status
 from vllmd.daemon.watch import Watcher
 from vllmd.hardware.shm import shm_space
-from vllmd.logs import vllm_line_json
+from vllmd.logs import setup_logging, vllm_line_json
 from vllmd.process.logpump import LinePump, stream_sink
+from vllmd.process.outstream import OutStream
 from vllmd.process.procgroup import Reaper, become_subreaper
 from vllmd.process.supervisor import Output, Supervisor
 from vllmd.settings import Settings
@@ -47,28 +48,76 @@ log = logging.getLogger("vllmd.daemon")  # the component name users see in logs
 
 SAMPLE_S = 3.0
 """How often the model cache is measured while vLLM loads (download progress)."""
+STRAY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals that would kill the daemon by default (outside a pid namespace) and mean nothing to
+it: logged and ignored, so that a stray ``kill -HUP`` never orphans vLLM."""
 
 
 def run(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit code."""
     # Until the signal task runs, remember a stop request: as PID 1 a signal without a handler
     # is simply dropped, and a container stop would then wait for its SIGKILL.
+    # A stray signal gets a handler too (not SIG_IGN, which vLLM would inherit through exec).
     early: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, *STRAY_SIGNALS):
         signal.signal(signum, lambda received, _frame: early.append(received))
-    return anyio.run(serve, settings, early)
+    streams = _streams(settings.log_format)
+    try:
+        return anyio.run(serve, settings, early, streams)
+    finally:
+        for stream in streams:
+            stream.close()
 
 
-async def serve(settings: Settings, early_signals: list[int] | None = None) -> int:
-    """The daemon: start up, run until a signal, shut down. Returns the exit code."""
-    return await Daemon(settings).serve(early_signals or [])
+def _streams(log_format: LogFormat) -> tuple[OutStream, OutStream]:
+    """The daemon's stdout and stderr, never blocking the event loop (a stuck log collector
+    must not freeze key regeneration or a stop); the log goes to the new stderr."""
+
+    def dropped(name: str) -> Callable[[int, int, bool], None]:
+        def report(writes: int, size: int, caught_up: bool) -> None:
+            if caught_up:
+                log.warning(
+                    "dropped %d write(s), %d bytes, of output to %s while nobody read it",
+                    writes,
+                    size,
+                    name,
+                )
+            else:
+                log.warning(
+                    "nobody reads %s: its output is dropped (and counted) until somebody does",
+                    name,
+                )
+
+        return report
+
+    out = OutStream(sys.stdout.fileno(), on_dropped=dropped("stdout"))
+    err = OutStream(sys.stderr.fileno(), on_dropped=dropped("stderr"))
+    setup_logging(log_format, write=err.write)
+    return out, err
+
+
+async def serve(
+    settings: Settings,
+    early_signals: list[int] | None = None,
+    streams: tuple[OutStream, OutStream] | None = None,
+) -> int:
+    """The daemon: start up, run until a signal, shut down. Returns the exit code.
+
+    ``streams`` are the daemon's stdout and stderr made non-blocking (by :func:`run`); without
+    them vLLM's output goes to ``sys.stdout`` and ``sys.stderr`` as they are.
+    """
+    return await Daemon(settings, streams).serve(early_signals or [])
 
 
 class Daemon:
     """One run of the daemon: :meth:`serve` = :meth:`start_up`, :meth:`run`, :meth:`shut_down`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, streams: tuple[OutStream, OutStream] | None = None
+    ) -> None:
         self.settings = settings
+        self.streams = streams
+        self.adopter: int | None = None
         self.status = Status()
         self.bell = Bell()
         self.publisher = HealthPublisher(settings.health_path, os.getpid())
@@ -80,21 +129,23 @@ class Daemon:
         """Start up, run until a signal, shut down; return the exit code."""
         started = time.monotonic()
         reaper = self.start_up()
-        if reaper is None:
-            return 1
         code = 0
         async with anyio.create_task_group() as root:
+            for stream in self.streams or ():
+                await root.start(stream.run)
             await root.start(_signals, reaper, self.stopping, self.escalated)
-            if early_signals:
-                log.info("received %s during start-up", signal.Signals(early_signals[0]).name)
+            for signum in early_signals:
+                log.info("received %s during start-up", signal.Signals(signum).name)
+            if any(signum not in STRAY_SIGNALS for signum in early_signals):
                 self.stopping.set()
             supervisor = Supervisor(
                 root,
                 reaper,
-                _output(self.status, self.settings.log_format),
+                _output(self.status, self.settings.log_format, self.streams),
                 self.bell.child_exited,
                 stop_timeout_s=self.settings.stop_timeout_s,
                 escalated=self.escalated,
+                adopter=self.adopter,
             )
             try:
                 await self.run(supervisor, started)
@@ -107,37 +158,66 @@ class Daemon:
         log.info("vllmd stopped")
         return code
 
-    def start_up(self) -> Reaper | None:
-        """Prepare the files, refresh the linker cache, become the reaper of orphans; return the
-        reaper, or ``None`` when the daemon cannot run."""
-        if not self.prepare_files():
-            return None
+    def start_up(self) -> Reaper:
+        """Prepare the files, refresh the linker cache, become the reaper of orphans (and so
+        the adopter of every descendant of vLLM); return the reaper."""
+        self.prepare_files()
         _ldconfig(self.settings)
         _warn_if_shm_small()
-        return Reaper(reap_orphans=become_subreaper())
+        subreaper = become_subreaper()
+        self.adopter = os.getpid() if subreaper else None
+        return Reaper(reap_orphans=subreaper)
 
-    def prepare_files(self) -> bool:
+    def prepare_files(self) -> None:
         """Publish a fresh health file (first of all: a previous run's verdict must never be read
-        as this run's), create the folders and the key, place the guard. Returns whether all
-        went well; what did not is logged."""
+        as this run's), create the folders and the key, place the guard.
+
+        Nothing here is fatal: as PID 1, exiting would only restart the container into the same
+        fault. What fails is logged; the reconciler retries the key on every wake-up, and the
+        launch's prerequisites before every launch (:meth:`prepare_launch`).
+        """
         settings = self.settings
-        try:
-            _make_folders(settings.run_dir)
-            self.publisher.publish(evaluate(Snapshot(phase=Phase.STARTING), time.monotonic(), 0, 0))
-            _make_folders(settings.models_dir, settings.public)
-            _ensure_key(settings)
-            if settings.auth == "guard":
-                self.guard_dir = install_guard(settings.run_dir)
-        except (OSError, InvalidCredentials) as exc:
-            log.error("%s. Check that the volumes exist and are writable.", exc)
-            return False
-        return True
+        if settings.auth == "guard":
+            self.guard_dir = settings.run_dir / "pythonpath"
+        steps: tuple[Callable[[], object], ...] = (
+            lambda: _make_folders(settings.run_dir),
+            lambda: self.publisher.publish(
+                evaluate(Snapshot(phase=Phase.STARTING), time.monotonic(), 0, 0)
+            ),
+            lambda: _make_folders(settings.public),
+            lambda: _ensure_key(settings),
+            self.prepare_launch,
+        )
+        for step in steps:
+            try:
+                step()
+            except (OSError, InvalidCredentials) as exc:
+                log.error(
+                    "%s. Check that the volumes exist and are writable; vllmd keeps trying.", exc
+                )
+
+    def prepare_launch(self) -> None:
+        """What every launch of vLLM needs on disk: the model cache folder and, with
+        ``--auth guard``, the guard module (the run folder may have been removed since).
+        Raises OSError that names the folder."""
+        _make_folders(self.settings.models_dir)
+        if self.guard_dir is not None:
+            try:
+                install_guard(self.settings.run_dir)
+            except OSError as exc:
+                raise OSError(f"cannot place the API key guard in {self.guard_dir}: {exc}") from exc
 
     async def run(self, supervisor: Supervisor, started: float) -> None:
         """Watch, reconcile, publish the health and probe vLLM until a signal asks to stop."""
         settings, status = self.settings, self.status
         reconciler = Reconciler(
-            settings, supervisor, status, self.bell, base_env=os.environ, guard_dir=self.guard_dir
+            settings,
+            supervisor,
+            status,
+            self.bell,
+            base_env=os.environ,
+            guard_dir=self.guard_dir,
+            prepare=self.prepare_launch,
         )
         watcher = Watcher(
             (settings.data, settings.public),
@@ -152,7 +232,7 @@ class Daemon:
             await main.start(reconciler.run)
             log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
             main.start_soon(publish_health, settings, status, self.publisher)
-            main.start_soon(_probe, settings, reconciler, status)
+            main.start_soon(_probe, settings, reconciler, status, supervisor.processes)
             main.start_soon(sample_downloads, settings, status)
             await self.stopping.wait()
             log.info("stopping")
@@ -227,12 +307,19 @@ async def _signals(
     *,
     task_status: TaskStatus[None],
 ) -> None:
-    """The one task that handles signals: TERM/INT stop (twice: at once), CHLD reaps."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGCHLD) as signals:
+    """The one task that handles signals: TERM/INT stop (twice: at once), CHLD reaps, and the
+    stray ones are logged and ignored."""
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, *STRAY_SIGNALS)
+    with anyio.open_signal_receiver(*handled) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGCHLD:
                 reaper.reap()
+            elif signum in STRAY_SIGNALS:
+                log.warning(
+                    "received %s: ignored (SIGTERM or SIGINT stop vllmd)",
+                    signal.Signals(signum).name,
+                )
             elif not stopping.is_set():
                 log.info("received %s", signal.Signals(signum).name)
                 stopping.set()
@@ -241,13 +328,18 @@ async def _signals(
                 escalated.set()
 
 
-def _output(status: Status, log_format: LogFormat) -> Output:
+def _output(
+    status: Status, log_format: LogFormat, streams: tuple[OutStream, OutStream] | None = None
+) -> Output:
     """Pumps that pass vLLM's output through (raw, or one JSON object a line with
-    ``--log-format json``), keep its tail, and notice loading progress."""
+    ``--log-format json``), keep its tail, and notice loading progress. With ``streams``, the
+    output goes to them (never blocking); else to ``sys.stdout`` and ``sys.stderr``."""
     as_json = log_format == "json"
 
     def pump_for(stream_name: str, stream: BinaryIO) -> Callable[[], LinePump]:
         write = stream_sink(stream)
+        if streams is not None:
+            write = streams[0 if stream_name == "stdout" else 1].write
 
         def sink(data: bytes) -> None:
             status.tail.feed(data)
@@ -287,9 +379,15 @@ class _Checks(Protocol):
     async def check(self) -> ProbeResult: ...
 
 
-async def _probe(settings: Settings, reconciler: Reconciler, status: Status) -> None:
-    """Probe the running vLLM with the real prober at the contract's cadence."""
-    prober = Prober(settings.host, settings.port)
+async def _probe(
+    settings: Settings,
+    reconciler: Reconciler,
+    status: Status,
+    owners: Callable[[], list[int]] | None = None,
+) -> None:
+    """Probe the running vLLM with the real prober at the contract's cadence; a 200 counts
+    only from a socket that ``owners`` (vLLM's process tree) holds."""
+    prober = Prober(settings.host, settings.port, owners=owners)
     try:
         await probe_vllm(
             prober, settings.port, reconciler, status, STARTING_INTERVAL_S, READY_INTERVAL_S

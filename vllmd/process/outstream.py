@@ -4,8 +4,9 @@ When nobody reads the daemon's output (a stuck log collector), a pipe fills afte
 blocking write waits for ever: on the event loop that is the whole daemon, no key regeneration,
 no SIGTERM (issue 11). An :class:`OutStream` puts its descriptor in non-blocking mode, writes what
 the pipe takes, keeps the rest in a bounded buffer that :meth:`OutStream.run` flushes when the
-pipe is writable again, and drops whole writes (lines) that do not fit, counting them. Once the
-buffer has drained, the count is reported (``on_dropped``) so the loss is never silent.
+pipe is writable again, and drops whole writes (lines) that do not fit, counting them. The loss
+is never silent: ``on_dropped`` hears of the first drop at once, and of the total once the reader
+has caught up.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class OutStream:
     Args:
         fd: The descriptor (1 or 2); put in non-blocking mode until :meth:`close`.
         limit: How many bytes may wait for the reader.
-        on_dropped: Told ``(writes, bytes)`` dropped, once the reader caught up again.
+        on_dropped: Told ``(writes, bytes, caught_up)``: at the first drop of an overflow
+            (``caught_up`` false), and with the totals once the reader has caught up again.
     """
 
     def __init__(
@@ -40,7 +42,7 @@ class OutStream:
         fd: int,
         *,
         limit: int = BUFFER_LIMIT,
-        on_dropped: Callable[[int, int], None] | None = None,
+        on_dropped: Callable[[int, int, bool], None] | None = None,
     ) -> None:
         self.fd = fd
         self._limit = limit
@@ -71,11 +73,15 @@ class OutStream:
         if not data:
             return
         with self._lock:
+            first_drop = False
             if self._pending:
-                self._keep(data)
+                first_drop = self._keep(data)
             else:
                 self._pending += data
                 self._flush_locked()
+        if first_drop and self._on_dropped is not None:
+            # Outside the lock: the report may be written to this very stream (and dropped).
+            self._on_dropped(1, len(data), False)
         if (
             self._pending
             and self._wakeup is not None
@@ -83,12 +89,15 @@ class OutStream:
         ):
             self._wakeup.set()
 
-    def _keep(self, data: bytes) -> None:
-        if len(self._pending) + len(data) > self._limit:
-            self._dropped_writes += 1
-            self._dropped_bytes += len(data)
-        else:
+    def _keep(self, data: bytes) -> bool:
+        """Keep ``data`` for later, or drop it; return whether it is the first drop since the
+        last report."""
+        if len(self._pending) + len(data) <= self._limit:
             self._pending += data
+            return False
+        self._dropped_writes += 1
+        self._dropped_bytes += len(data)
+        return self._dropped_writes == 1
 
     def _flush_locked(self) -> None:
         """Write as much of the pending bytes as the descriptor takes without blocking."""
@@ -111,7 +120,7 @@ class OutStream:
         writes, size = self._dropped_writes, self._dropped_bytes
         self._dropped_writes = self._dropped_bytes = 0
         if self._on_dropped is not None:
-            self._on_dropped(writes, size)
+            self._on_dropped(writes, size, True)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush what waits whenever the descriptor is writable again, until cancelled."""

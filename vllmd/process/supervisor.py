@@ -182,6 +182,14 @@ class Supervisor:
             found |= set(descendants(self._adopter))
         return sorted(found)
 
+    def processes(self) -> list[int]:
+        """The live processes of the running vLLM (its group and its descendants); empty when
+        none runs. The probe asks it who may hold vLLM's listening socket."""
+        child = self.child
+        if child is None or child.pid < 0 or child.done.is_set():
+            return []
+        return sorted({child.pid, *self._members(child.pid)})
+
     def _kill_all(self, pgid: int, pids: list[int]) -> None:
         """SIGKILL the group ``pgid`` and each of ``pids`` that left it."""
         _killpg(pgid)
