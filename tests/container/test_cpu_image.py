@@ -20,7 +20,7 @@ from conftest import free_port, pid_alive
 
 from container.box import SHM_SIZE, STOP_GRACE_S, Box, fetch_embed_model, wait_for
 from container.conftest import FIGURES
-from container.images import IMAGE, Engine
+from container.images import IMAGE, UPSTREAM, Engine, vllm_version
 from vllmd.core.argsplit import join_args
 from vllmd.core.shm import SHM_ADVICE
 from vllmd.demo.cpuenv import EMBED_PACKAGE, embed_args
@@ -47,6 +47,26 @@ def box(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bo
 
 
 # --- the image ------------------------------------------------------------------------------------
+
+
+def test_the_base_has_what_containerfile_cpu_relies_on(engine: Engine) -> None:
+    # Given the base the image was built on (upstream's, or the stand-in under its name)
+    config = engine.inspect(f"{UPSTREAM}:{vllm_version()}")["Config"]
+    assert isinstance(config, dict)
+    env = dict(item.split("=", 1) for item in config["Env"])
+    # When pip is asked for in it
+    pip = engine.run(
+        "run", "--rm", "--entrypoint", "python3", f"{UPSTREAM}:{vllm_version()}",
+        "-m", "pip", "--version", timeout=120,
+    )  # fmt: skip
+    # Then the venv is first on PATH and has pip, with upstream's WORKDIR, ENTRYPOINT, LD_PRELOAD
+    # and user
+    assert env["PATH"].split(":")[0] == "/opt/venv/bin"
+    assert "/opt/venv/" in pip.stdout
+    assert config["WorkingDir"] == "/vllm-workspace"
+    assert config["Entrypoint"] == ["vllm", "serve"]
+    assert env["LD_PRELOAD"].split(":")[-1] == "/opt/venv/lib/libiomp5.so"
+    assert config.get("User", "") in ("", "root", "0")
 
 
 def test_the_image_keeps_its_health_check_whatever_the_engine(engine: Engine) -> None:
