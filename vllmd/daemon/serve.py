@@ -11,37 +11,43 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from vllmd import guard
 from vllmd.core.choices import LogFormat
 from vllmd.core.health import Phase, Snapshot, evaluate, loading_deadline
-from vllmd.core.masking import redact
 from vllmd.core.readiness import FAILURES_TO_WEDGE, Seen
 from vllmd.core.shm import shm_warning
 from vllmd.daemon.healthfile import HealthPublisher
-from vllmd.daemon.probe import READY_INTERVAL_S, STARTING_INTERVAL_S, Prober, ProbeResult
+from vllmd.daemon.prepare import ensure_key_logged, install_guard, ldconfig, make_folders
+from vllmd.daemon.probe import (
+    HINT_RETRY_S,
+    HINT_WINDOW_S,
+    READY_INTERVAL_S,
+    STARTING_INTERVAL_S,
+    Prober,
+    ProbeResult,
+    StartupHint,
+)
 from vllmd.daemon.reconcile import Bell, Reconciler
 from vllmd.daemon.status import Status
+from vllmd.daemon.streams import daemon_streams
 from vllmd.daemon.watch import Watcher
 from vllmd.hardware.shm import shm_space
-from vllmd.logs import setup_logging, vllm_line_json
+from vllmd.logs import vllm_line_json
 from vllmd.process.logpump import LinePump, stream_sink
 from vllmd.process.outstream import OutStream
 from vllmd.process.procgroup import Reaper, become_subreaper
 from vllmd.process.supervisor import Output, Supervisor
 from vllmd.settings import Settings
-from vllmd.state.credentials import InvalidCredentials, ensure_key
+from vllmd.state.credentials import InvalidCredentials
 from vllmd.state.disk import tree_size
 
 log = logging.getLogger("vllmd.daemon")  # the component name users see in logs
@@ -61,39 +67,12 @@ def run(settings: Settings) -> int:
     early: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT, *STRAY_SIGNALS):
         signal.signal(signum, lambda received, _frame: early.append(received))
-    streams = _streams(settings.log_format)
+    streams = daemon_streams(settings.log_format)
     try:
         return anyio.run(serve, settings, early, streams)
     finally:
         for stream in streams:
             stream.close()
-
-
-def _streams(log_format: LogFormat) -> tuple[OutStream, OutStream]:
-    """The daemon's stdout and stderr, never blocking the event loop (a stuck log collector
-    must not freeze key regeneration or a stop); the log goes to the new stderr."""
-
-    def dropped(name: str) -> Callable[[int, int, bool], None]:
-        def report(writes: int, size: int, caught_up: bool) -> None:
-            if caught_up:
-                log.warning(
-                    "dropped %d write(s), %d bytes, of output to %s while nobody read it",
-                    writes,
-                    size,
-                    name,
-                )
-            else:
-                log.warning(
-                    "nobody reads %s: its output is dropped (and counted) until somebody does",
-                    name,
-                )
-
-        return report
-
-    out = OutStream(sys.stdout.fileno(), on_dropped=dropped("stdout"))
-    err = OutStream(sys.stderr.fileno(), on_dropped=dropped("stderr"))
-    setup_logging(log_format, write=err.write)
-    return out, err
 
 
 async def serve(
@@ -124,6 +103,8 @@ class Daemon:
         self.stopping = anyio.Event()
         self.escalated = anyio.Event()
         self.guard_dir: Path | None = None
+        self.hint = StartupHint()
+        self.supervisor: Supervisor | None = None
 
     async def serve(self, early_signals: list[int]) -> int:
         """Start up, run until a signal, shut down; return the exit code."""
@@ -133,7 +114,7 @@ class Daemon:
         async with anyio.create_task_group() as root:
             for stream in self.streams or ():
                 await root.start(stream.run)
-            await root.start(_signals, reaper, self.stopping, self.escalated)
+            await root.start(_signals, reaper, self.stopping, self.escalated, self.relay_stop)
             for signum in early_signals:
                 log.info("received %s during start-up", signal.Signals(signum).name)
             if any(signum not in STRAY_SIGNALS for signum in early_signals):
@@ -141,12 +122,13 @@ class Daemon:
             supervisor = Supervisor(
                 root,
                 reaper,
-                _output(self.status, self.settings.log_format, self.streams),
+                _output(self.status, self.settings.log_format, self.streams, self.hint),
                 self.bell.child_exited,
                 stop_timeout_s=self.settings.stop_timeout_s,
                 escalated=self.escalated,
                 adopter=self.adopter,
             )
+            self.supervisor = supervisor
             try:
                 await self.run(supervisor, started)
             except Exception:
@@ -158,11 +140,17 @@ class Daemon:
         log.info("vllmd stopped")
         return code
 
+    def relay_stop(self) -> None:
+        """Give vLLM its SIGTERM now, from the signal task: the stop begins before the daemon's
+        tasks have wound down (waiting for them cost 12 ms); :meth:`shut_down` finishes it."""
+        if self.supervisor is not None:
+            self.supervisor.terminate()
+
     def start_up(self) -> Reaper:
         """Prepare the files, refresh the linker cache, become the reaper of orphans (and so
         the adopter of every descendant of vLLM); return the reaper."""
         self.prepare_files()
-        _ldconfig(self.settings)
+        ldconfig(self.settings)
         _warn_if_shm_small()
         subreaper = become_subreaper()
         self.adopter = os.getpid() if subreaper else None
@@ -180,12 +168,12 @@ class Daemon:
         if settings.auth == "guard":
             self.guard_dir = settings.run_dir / "pythonpath"
         steps: tuple[Callable[[], object], ...] = (
-            lambda: _make_folders(settings.run_dir),
+            lambda: make_folders(settings.run_dir),
             lambda: self.publisher.publish(
                 evaluate(Snapshot(phase=Phase.STARTING), time.monotonic(), 0, 0)
             ),
-            lambda: _make_folders(settings.public),
-            lambda: _ensure_key(settings),
+            lambda: make_folders(settings.public),
+            lambda: ensure_key_logged(settings),
             self.prepare_launch,
         )
         for step in steps:
@@ -200,7 +188,7 @@ class Daemon:
         """What every launch of vLLM needs on disk: the model cache folder and, with
         ``--auth guard``, the guard module (the run folder may have been removed since).
         Raises OSError that names the folder."""
-        _make_folders(self.settings.models_dir)
+        make_folders(self.settings.models_dir)
         if self.guard_dir is not None:
             try:
                 install_guard(self.settings.run_dir)
@@ -232,7 +220,7 @@ class Daemon:
             await main.start(reconciler.run)
             log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
             main.start_soon(publish_health, settings, status, self.publisher)
-            main.start_soon(_probe, settings, reconciler, status, supervisor.processes)
+            main.start_soon(_probe, settings, reconciler, status, supervisor.processes, self.hint)
             main.start_soon(sample_downloads, settings, status)
             await self.stopping.wait()
             log.info("stopping")
@@ -245,24 +233,6 @@ class Daemon:
         root.cancel_scope.cancel()
 
 
-def _make_folders(*folders: Path) -> None:
-    """Create ``folders``; raise OSError with a clear message when we cannot."""
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OSError(f"cannot create {folder}: {exc.strerror}") from exc
-
-
-def _ensure_key(settings: Settings) -> None:
-    """Make sure a valid API key is on disk, and say what was done about it."""
-    state = ensure_key(settings.credentials_path)
-    if state.moved_aside is not None:
-        log.warning("%s; moved it aside to %s", state.problem, state.moved_aside.name)
-    if state.created:
-        log.info("wrote a new API key %s to %s", redact(state.key), settings.credentials_path)
-
-
 def _warn_if_shm_small() -> None:
     """Say at start when /dev/shm is too small for vLLM: its crash comes only after the load."""
     warning = shm_warning(*shm_space())
@@ -270,40 +240,11 @@ def _warn_if_shm_small() -> None:
         log.warning("%s", warning)
 
 
-def _ldconfig(settings: Settings) -> None:
-    """Refresh the linker cache once (Triton must find the host-injected libcuda)."""
-    program = shutil.which("ldconfig") or (
-        "/sbin/ldconfig" if os.path.exists("/sbin/ldconfig") else None
-    )
-    if not settings.ldconfig or program is None or os.geteuid() != 0:
-        return
-    try:
-        done = subprocess.run([program], capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("ldconfig failed: %s (continuing)", exc)
-        return
-    if done.returncode != 0:
-        log.warning(
-            "ldconfig exited with status %d (continuing): %s",
-            done.returncode,
-            done.stderr.decode(errors="replace").strip()[-500:],
-        )
-
-
-def install_guard(run_dir: Path) -> Path:
-    """Place the guard module alone in ``RUN_DIR/pythonpath`` and return that folder."""
-    folder = run_dir / "pythonpath"
-    package = folder / "vllmd"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""vllmd\'s API key guard, alone."""\n')
-    shutil.copyfile(guard.__file__, package / "guard.py")
-    return folder
-
-
 async def _signals(
     reaper: Reaper,
     stopping: anyio.Event,
     escalated: anyio.Event,
+    relay: Callable[[], object] = lambda: None,
     *,
     task_status: TaskStatus[None],
 ) -> None:
@@ -321,6 +262,7 @@ async def _signals(
                     signal.Signals(signum).name,
                 )
             elif not stopping.is_set():
+                relay()  # vLLM has its SIGTERM before anything else happens
                 log.info("received %s", signal.Signals(signum).name)
                 stopping.set()
             else:
@@ -329,7 +271,10 @@ async def _signals(
 
 
 def _output(
-    status: Status, log_format: LogFormat, streams: tuple[OutStream, OutStream] | None = None
+    status: Status,
+    log_format: LogFormat,
+    streams: tuple[OutStream, OutStream] | None = None,
+    hint: StartupHint | None = None,
 ) -> Output:
     """Pumps that pass vLLM's output through (raw, or one JSON object a line with
     ``--log-format json``), keep its tail, and notice loading progress. With ``streams``, the
@@ -347,6 +292,8 @@ def _output(
                 write(data)
 
         def on_line(line: str) -> None:
+            if hint is not None:
+                hint.feed(line)
             if status.progress.feed(time.monotonic(), line):
                 status.touch()
             if as_json:
@@ -384,13 +331,21 @@ async def _probe(
     reconciler: Reconciler,
     status: Status,
     owners: Callable[[], list[int]] | None = None,
+    hint: StartupHint | None = None,
 ) -> None:
-    """Probe the running vLLM with the real prober at the contract's cadence; a 200 counts
-    only from a socket that ``owners`` (vLLM's process tree) holds."""
+    """Probe the running vLLM with the real prober at the contract's cadence (and at once on
+    vLLM's ``hint``); a 200 counts only from a socket that ``owners`` (vLLM's process tree)
+    holds."""
     prober = Prober(settings.host, settings.port, owners=owners)
     try:
         await probe_vllm(
-            prober, settings.port, reconciler, status, STARTING_INTERVAL_S, READY_INTERVAL_S
+            prober,
+            settings.port,
+            reconciler,
+            status,
+            STARTING_INTERVAL_S,
+            READY_INTERVAL_S,
+            hint=hint,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -404,9 +359,13 @@ async def probe_vllm(
     status: Status,
     starting_interval_s: float,
     ready_interval_s: float,
+    *,
+    hint: StartupHint | None = None,
 ) -> None:
     """Ask ``prober`` about the vLLM the reconciler wants probed and tell it the answers: often
-    while it loads (readiness is noticed fast), less often once it is ready."""
+    while it loads (readiness is noticed fast), less often once it is ready. While it loads,
+    vLLM's ``hint`` (its server says it is up) wakes the loop at once, and for a moment after
+    it the probe asks every few milliseconds: the socket listens just after the line."""
     while True:
         child = reconciler.probe_target()
         if child is None:
@@ -424,8 +383,16 @@ async def probe_vllm(
         if reconciler.probe_target() is not child:
             continue  # wedged, or gone while we asked
         ready = reconciler.readiness.ready
-        with anyio.move_on_after(ready_interval_s if ready else starting_interval_s):
-            await child.exited.wait()
+        if ready or hint is None:
+            with anyio.move_on_after(ready_interval_s if ready else starting_interval_s):
+                await child.exited.wait()
+            continue
+        interval = starting_interval_s
+        said = hint.since(child.started_at)
+        if said is not None and time.monotonic() < said + HINT_WINDOW_S:
+            interval = HINT_RETRY_S
+        with anyio.move_on_after(interval):
+            await _first_of(child.exited.wait, hint.wait)
 
 
 async def sample_downloads(settings: Settings, status: Status, every_s: float = SAMPLE_S) -> None:
@@ -441,3 +408,15 @@ async def sample_downloads(settings: Settings, status: Status, every_s: float = 
         if status.progress.progress() != before:
             status.touch()
         await anyio.sleep(every_s)
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as one of ``waits`` returns."""
+    async with anyio.create_task_group() as tg:
+
+        async def one(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        for wait in waits:
+            tg.start_soon(one, wait)

@@ -1,0 +1,71 @@
+"""What the daemon needs on disk before it can run vLLM, and the machine's linker cache.
+
+Each step raises ``OSError`` (or :class:`InvalidCredentials`) naming the folder or file; the
+daemon logs it and tries again later (as PID 1, exiting would only restart the container into the
+same fault): the key on every wake-up, the launch's prerequisites before every launch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from vllmd import guard
+from vllmd.core.masking import redact
+from vllmd.settings import Settings
+from vllmd.state.credentials import ensure_key
+
+__all__ = ["ensure_key_logged", "install_guard", "ldconfig", "make_folders"]
+
+log = logging.getLogger("vllmd.daemon")  # the component name users see in logs
+
+
+def make_folders(*folders: Path) -> None:
+    """Create ``folders``; raise OSError with a clear message when we cannot."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create {folder}: {exc.strerror}") from exc
+
+
+def ensure_key_logged(settings: Settings) -> None:
+    """Make sure a valid API key is on disk, and say what was done about it."""
+    state = ensure_key(settings.credentials_path)
+    if state.moved_aside is not None:
+        log.warning("%s; moved it aside to %s", state.problem, state.moved_aside.name)
+    if state.created:
+        log.info("wrote a new API key %s to %s", redact(state.key), settings.credentials_path)
+
+
+def ldconfig(settings: Settings) -> None:
+    """Refresh the linker cache once (Triton must find the host-injected libcuda)."""
+    program = shutil.which("ldconfig") or (
+        "/sbin/ldconfig" if os.path.exists("/sbin/ldconfig") else None
+    )
+    if not settings.ldconfig or program is None or os.geteuid() != 0:
+        return
+    try:
+        done = subprocess.run([program], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("ldconfig failed: %s (continuing)", exc)
+        return
+    if done.returncode != 0:
+        log.warning(
+            "ldconfig exited with status %d (continuing): %s",
+            done.returncode,
+            done.stderr.decode(errors="replace").strip()[-500:],
+        )
+
+
+def install_guard(run_dir: Path) -> Path:
+    """Place the guard module alone in ``RUN_DIR/pythonpath`` and return that folder."""
+    folder = run_dir / "pythonpath"
+    package = folder / "vllmd"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text('"""vllmd\'s API key guard, alone."""\n')
+    shutil.copyfile(guard.__file__, package / "guard.py")
+    return folder
