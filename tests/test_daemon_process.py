@@ -34,6 +34,23 @@ def test_sigterm_stops_vllm_and_its_group_and_exits_0(volumes: Volumes, start_da
     assert events.count("sigterm") == 1  # one TERM to the main process, not the group
 
 
+def test_sigterm_reaches_vllm_before_the_daemon_winds_anything_down(
+    volumes: Volumes, start_daemon
+) -> None:
+    # given a running vLLM; when vllmd gets SIGTERM
+    volumes.set_args(*volumes.standin_args())
+    daemon = start_daemon()
+    record = daemon.wait_starts(1)[0]
+    daemon.wait_health("success")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    # then the signal task relayed it first: vLLM had its SIGTERM before "received SIGTERM" and
+    # "stopping" were logged (the stop target rests on this order)
+    log = daemon.stderr()
+    relayed = log.index(f"stopping vLLM (pid {record['pid']}) with SIGTERM")
+    assert relayed < log.index("received SIGTERM") < log.index(": stopping\n"), log
+
+
 def test_sigint_stops_cleanly_too(volumes: Volumes, start_daemon) -> None:
     volumes.set_args(*volumes.standin_args())
     daemon = start_daemon()

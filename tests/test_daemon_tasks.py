@@ -4,6 +4,7 @@ with short deadlines."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from daemon_support import World
 from vllmd.cli import build_parser
 from vllmd.core.health import Phase
 from vllmd.daemon.healthfile import HealthPublisher
+from vllmd.daemon.probe import StartupHint
 from vllmd.daemon.serve import Daemon, _output, probe_vllm, publish_health, sample_downloads
 from vllmd.daemon.status import Status
 from vllmd.settings import Settings, settings_from
@@ -153,6 +155,66 @@ async def test_the_probe_makes_vllm_ready_then_reports_it_wedged_after_three_fai
         f"vLLM health probe failed (no answer within 5 s), {n} of 3" for n in (1, 2, 3)
     ]
     assert any("stopped answering its health probe; restarting it" in m for _, m in lines)
+
+
+class ListeningAfter:
+    """A prober whose vLLM listens from ``at`` on (the clock's time); counts the questions."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.asked = 0
+
+    async def check(self) -> Answer:
+        self.asked += 1
+        return Answer(time.monotonic() >= self.at)
+
+
+async def test_vllms_startup_line_makes_the_probe_notice_readiness_at_once(
+    tmp_path: Path,
+) -> None:
+    # given a vLLM probed every 10 s while it loads, whose socket listens 20 ms after its line
+    world = World(tmp_path, clock=time.monotonic)
+    world.select("org/a")
+    await world.reconcile()
+    hint = StartupHint()
+    prober = ListeningAfter(at=float("inf"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(
+                probe_vllm, prober, 8000, world.reconciler, world.status, 10.0, 2.0, hint=hint
+            )
+        )
+        await _until(lambda: prober.asked == 1)  # the first probe: still loading
+        # when vLLM says its server is up, a little before it listens
+        prober.at = time.monotonic() + 0.02
+        _output(world.status, "text", hint=hint).stderr().feed(
+            b"INFO:     Application startup complete.\n"
+        )
+        # then readiness is noticed within moments, not at the next probe 10 s later
+        await _until(lambda: world.phase is Phase.READY, timeout=2.0)
+        tg.cancel_scope.cancel()
+    assert 2 < prober.asked < 200  # asked at once, then every few ms until it listened
+
+
+async def test_a_startup_line_from_before_this_vllm_started_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    hint = StartupHint()
+    hint.feed("INFO:     Application startup complete.")  # the previous vLLM's
+    world = World(tmp_path, clock=time.monotonic)
+    world.select("org/a")
+    await world.reconcile()
+    prober = ListeningAfter(at=float("inf"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(
+                probe_vllm, prober, 8000, world.reconciler, world.status, 10.0, 2.0, hint=hint
+            )
+        )
+        await _until(lambda: prober.asked == 1)
+        await anyio.sleep(0.1)
+        tg.cancel_scope.cancel()
+    assert prober.asked == 1  # no hurried probing for a line that was not this vLLM's
 
 
 async def test_the_probe_waits_for_a_vllm_to_probe_and_starts_when_one_runs(
