@@ -4,6 +4,7 @@ written before the daemon's modules are imported, exactly as the daemon would wr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -132,3 +133,20 @@ def test_the_early_files_are_written_before_any_other_module_is_imported(tmp_pat
     imported = json.loads(done.stdout.replace("'", '"'))
     assert imported == ["__future__", "vllmd", "vllmd.early"]  # __future__: 4 lines, no code
     assert (tmp_path / "p" / "credentials.json").is_file()
+
+
+def test_the_daemon_says_it_wrote_the_key_that_was_written_early(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllmd.daemon.prepare import ensure_key_logged
+
+    monkeypatch.setattr(early, "created_key", None)
+    _run(tmp_path)
+    settings = Settings(data=tmp_path / "d", public=tmp_path / "p", run_dir=tmp_path / "r")
+    caplog.set_level(logging.INFO)
+    ensure_key_logged(settings)
+    ensure_key_logged(settings)  # the same key again: nothing new to say
+    said = [r.getMessage() for r in caplog.records if "API key" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("wrote a new API key ")
+    key = (tmp_path / "p" / "credentials.json").read_text()
+    assert key.split('"')[3] not in said[0]  # masked, as every key in a log line

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from vllmd import guard
+from vllmd import early, guard
 from vllmd.core.masking import redact
 from vllmd.settings import Settings
 from vllmd.state.credentials import ensure_key
@@ -37,7 +37,10 @@ def ensure_key_logged(settings: Settings) -> None:
     state = ensure_key(settings.credentials_path)
     if state.moved_aside is not None:
         log.warning("%s; moved it aside to %s", state.problem, state.moved_aside.name)
-    if state.created:
+    # The key may have been written a moment earlier, before the imports (vllmd/early.py).
+    written_early = state.moved_aside is None and state.key == early.created_key
+    early.created_key = None  # said once
+    if state.created or written_early:
         log.info("wrote a new API key %s to %s", redact(state.key), settings.credentials_path)
 
 
