@@ -9,7 +9,6 @@ because it always looks at the files as they are. It is the only writer of :clas
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -26,16 +25,13 @@ from vllmd.core.decide import Act, Running, decide, settled_at
 from vllmd.core.exits import describe_exit
 from vllmd.core.forensics import diagnose
 from vllmd.core.health import Diagnosis, ExitInfo, Phase
-from vllmd.core.launch import Launch, plan_launch, secrets_of
-from vllmd.core.masking import masker, redact
+from vllmd.core.launch import Launch
 from vllmd.core.readiness import Readiness, Seen
+from vllmd.daemon.desired import DesiredLaunch
 from vllmd.daemon.status import Status
 from vllmd.process.proc import describe, port_holders
 from vllmd.process.supervisor import Child
 from vllmd.settings import Settings
-from vllmd.state.credentials import InvalidCredentials, ensure_key
-from vllmd.state.readfile import UnreadableFile, read_small_file
-from vllmd.state.store import MAX_STORE_BYTES, Store, StoreError, read_store
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +86,6 @@ class Bell:
         self._event = anyio.Event()
 
 
-def _fingerprint(path: Path) -> bytes | None:
-    """A digest of ``path``'s content, or None when it cannot be read (never blocking: a FIFO
-    or a device in its place must not freeze the event loop)."""
-    try:
-        data = read_small_file(path, MAX_STORE_BYTES)
-    except (OSError, UnreadableFile):
-        return None
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
 class Reconciler:
     """Keeps the running vLLM equal to the launch that the files describe.
 
@@ -134,8 +120,6 @@ class Reconciler:
         self._supervisor = supervisor
         self._status = status
         self._bell = bell
-        self._base_env = dict(base_env)
-        self._guard_dir = guard_dir
         self._clock = clock
         self._rescan_s = rescan_s
         self._prepare = prepare
@@ -146,11 +130,7 @@ class Reconciler:
         self._exit_noted: Child | None = None
         self._last_start = -math.inf
         self._restart_at: float | None = None
-        self._key: str | None = None
-        self._store: Store | None = None
-        self._store_print: bytes | None = None
-        self._store_problem: str | None = None
-        self._dropped: tuple[str, ...] = ()
+        self._files = DesiredLaunch(settings, base_env=base_env, guard_dir=guard_dir)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -176,10 +156,12 @@ class Reconciler:
             if bell.first_change is not None and bell.last_change is not None:
                 settled = settled_at(bell.first_change, bell.last_change, self._last_start)
                 if settled > now:
-                    self._read_key()  # a vanished key comes back at once, whatever else waits
+                    self._files.read_key()  # a vanished key comes back at once, whatever else waits
                     return settled
                 bell.changes_read()
-            desired = self._desired()
+            desired = self._files.read()
+            if self._files.store_problem != self._status.record.store_problem:
+                self._status.set(store_problem=self._files.store_problem)
             decision = decide(desired, self._running(), self._restart_at)
             if not decision.due(now):
                 return decision.at
@@ -304,78 +286,6 @@ class Reconciler:
             self._status.set(phase=Phase.WEDGED)
             self._bell.ring()
         return seen
-
-    # -- reading the files ----------------------------------------------------------------------
-
-    def _read_key(self) -> str | None:
-        settings = self._settings
-        try:
-            state = ensure_key(settings.credentials_path)
-        except (OSError, InvalidCredentials) as exc:
-            log.error("cannot keep an API key in %s: %s", settings.credentials_path, exc)
-            return self._key
-        if state.moved_aside is not None:
-            log.warning(
-                "%s; moved it aside to %s and wrote a new key",
-                state.problem,
-                state.moved_aside.name,
-            )
-        if state.key != self._key:
-            if state.created:
-                log.info(
-                    "wrote a new API key %s to %s", redact(state.key), settings.credentials_path
-                )
-            elif self._key is not None:
-                log.info(
-                    "the API key in %s changed to %s", settings.credentials_path, redact(state.key)
-                )
-        self._key = state.key
-        return state.key
-
-    def _read_store(self) -> Store | None:
-        path = self._settings.store_path
-        fingerprint = _fingerprint(path)
-        if fingerprint is not None and fingerprint == self._store_print:
-            store = self._store  # the content last read good, back again (or unchanged)
-        else:
-            try:
-                store = read_store(path)
-            except StoreError as exc:
-                if str(exc) != self._store_problem:
-                    log.error("%s Keeping the last good configuration.", exc)
-                self._store_problem = str(exc)
-                self._note_store_problem(self._store_problem)
-                return self._store  # the last good one; the file is never touched
-            self._store_print = fingerprint
-            self._store = store
-        if self._store_problem is not None:
-            # Logged and cleared however it was fixed, so that breaking it again is news.
-            log.info("%s is valid again", path)
-        self._store_problem = None
-        self._note_store_problem(None)
-        return store
-
-    def _note_store_problem(self, problem: str | None) -> None:
-        if problem != self._status.record.store_problem:
-            self._status.set(store_problem=problem)
-
-    def _desired(self) -> Launch | None:
-        key = self._read_key()
-        store = self._read_store()
-        if key is None:
-            return None
-        if store is not None:
-            for secret in secrets_of(store):
-                masker.add(secret)  # vLLM may print them (its "non-default args" line does)
-        plan = plan_launch(store, key, self._settings, self._base_env, self._guard_dir)
-        if plan.dropped != self._dropped and plan.dropped:
-            log.warning(
-                "ignoring %s in %s: vllmd sets these itself",
-                ", ".join(plan.dropped),
-                self._settings.store_path,
-            )
-        self._dropped = plan.dropped
-        return plan.launch
 
 
 def _with_port_holder(diagnosis: Diagnosis | None, port: int) -> Diagnosis | None:
