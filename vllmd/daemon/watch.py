@@ -27,12 +27,6 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskStatus
 
-# watchfiles' backend, not its public ``awatch``: awatch runs the backend's wait in a thread that
-# cannot be abandoned on cancellation (a stop would wait up to its timeout for the thread) and logs
-# every batch of changes at INFO. The private class is called by keyword, and pyproject pins the
-# watchfiles releases it is known to have this signature in; a test fails if the signature moves.
-from watchfiles._rust_notify import RustNotify
-
 from vllmd.daemon.inotify import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, Inotify
 
 log = logging.getLogger(__name__)
@@ -135,6 +129,14 @@ class Watcher:
 
     async def _poll_round(self, task_status: TaskStatus[None]) -> None:
         """Watch with watchfiles' polling until a volume folder comes or goes."""
+        # watchfiles' backend, not its public ``awatch``: awatch runs the backend's wait in a
+        # thread that cannot be abandoned on cancellation (a stop would wait up to its timeout
+        # for the thread) and logs every batch of changes at INFO. The private class is called
+        # by keyword, and pyproject pins the watchfiles releases it is known to have this
+        # signature in; a test fails if the signature moves. Imported here, in the fallback
+        # only: with inotify the daemon never loads it (4 MB of its idle memory, issue 14).
+        from watchfiles._rust_notify import RustNotify
+
         while True:
             paths = self._paths()
             try:
