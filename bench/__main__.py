@@ -52,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead: vllmd over the real CPU vLLM next to vllm serve (minutes; not in CI)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=2, metavar="N", help="--real: rounds per figure (default 2)"
+        "--rounds",
+        type=int,
+        default=2,
+        metavar="N",
+        help="--real: rounds of ready and stop (default 2)",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
