@@ -112,10 +112,8 @@ def vllm_version() -> str:
     raise ImageError("containers/versions.env has no VLLM_VERSION")
 
 
-def _streamed(
-    argv: Sequence[str], env: dict[str, str], log: Log, what: str, limit_s: float
-) -> None:
-    """Run a long build step, its output to a log file; raise ImageError with its tail."""
+def _streamed(argv: Sequence[str], env: dict[str, str], log: Log, what: str, limit_s: float) -> str:
+    """Run a long build step, its output to a file; return it, or raise ImageError with its tail."""
     with tempfile.TemporaryFile("w+") as out:
         started = time.monotonic()
         try:
@@ -129,6 +127,7 @@ def _streamed(
     if code != 0:
         raise ImageError(f"{what} failed (exit {code}):\n{text[-4000:]}")
     log(f"container tier: {what} in {time.monotonic() - started:.0f} s")
+    return text
 
 
 def _rootfs(engine: Engine, log: Log) -> str:
@@ -208,11 +207,11 @@ def ensure_base(engine: Engine, log: Log) -> str:
     return f"stand-in for {ref}"
 
 
-def build_image(engine: Engine, log: Log) -> None:
-    """Build vllmd's cpu image exactly as ``just image cpu`` does (containers/build.sh)."""
+def build_image(engine: Engine, log: Log) -> str:
+    """Build vllmd's cpu image exactly as ``just image cpu`` does (containers/build.sh); its log."""
     argv = [str(ROOT / "containers" / "build.sh"), "cpu", "--layers"]
     env = {**engine.env, "CONTAINER_ENGINE": engine.program, "IMAGE_TAG": IMAGE}
-    _streamed(argv, env, log, "vllmd's cpu image (containers/build.sh cpu)", 900)
+    return _streamed(argv, env, log, "vllmd's cpu image (containers/build.sh cpu)", 900)
 
 
 def prepare(log: Log) -> tuple[Engine, dict[str, str]]:

@@ -20,7 +20,7 @@ from conftest import free_port, pid_alive
 
 from container.box import SHM_SIZE, STOP_GRACE_S, Box, fetch_embed_model, wait_for
 from container.conftest import FIGURES
-from container.images import IMAGE, UPSTREAM, Engine, vllm_version
+from container.images import IMAGE, UPSTREAM, Engine, build_image, vllm_version
 from vllmd.core.argsplit import join_args
 from vllmd.core.shm import SHM_ADVICE
 from vllmd.demo.cpuenv import EMBED_PACKAGE, embed_args
@@ -67,6 +67,18 @@ def test_the_base_has_what_containerfile_cpu_relies_on(engine: Engine) -> None:
     assert config["Entrypoint"] == ["vllm", "serve"]
     assert env["LD_PRELOAD"].split(":")[-1] == "/opt/venv/lib/libiomp5.so"
     assert config.get("User", "") in ("", "root", "0")
+
+
+def test_a_second_build_rebuilds_nothing(engine: Engine) -> None:
+    # Given the image just built (built once more here, in case the sources moved since)
+    build_image(engine, print)
+    # When it is built again from the same sources
+    started = time.monotonic()
+    output = build_image(engine, print)
+    # Then every step after FROM comes from the layer cache
+    steps = [line for line in output.splitlines() if line.startswith("STEP ")]
+    assert output.count("--> Using cache") == len(steps) - 1, output[-3000:]
+    FIGURES["warm image build"] = f"{time.monotonic() - started:.1f} s"
 
 
 def test_the_image_keeps_its_health_check_whatever_the_engine(engine: Engine) -> None:
