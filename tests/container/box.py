@@ -69,11 +69,11 @@ class Box:
     port: int
     data: Path = field(init=False)
     public: Path = field(init=False)
-    keys: set[str] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set, repr=False)
     """Every key the tests read: none may appear whole in the container's logs."""
     marks: dict[str, float] = field(default_factory=dict)
     """Wall-clock times of the steps later steps measure from (Set Model, start)."""
-    notes: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict, repr=False)
     """What a step saw that a later step compares with (the key before the stop)."""
 
     def __post_init__(self) -> None:
