@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,15 @@ from vllmd.settings import OPTIONS, Settings
 from vllmd.state.credentials import encode
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _own_signal_handlers() -> Iterator[None]:
+    """early_start takes SIGTERM and SIGINT for the daemon: give the test process its own back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def _run(tmp_path: Path, *extra: str, environ: dict[str, str] | None = None) -> None:
@@ -150,3 +162,21 @@ def test_the_daemon_says_it_wrote_the_key_that_was_written_early(
     assert len(said) == 1 and said[0].startswith("wrote a new API key ")
     key = (tmp_path / "p" / "credentials.json").read_text()
     assert key.split('"')[3] not in said[0]  # masked, as every key in a log line
+
+
+def test_a_stop_signal_during_the_imports_is_remembered_not_fatal(tmp_path: Path) -> None:
+    # given vllmd run on fresh volumes, signalled the moment its key is on disk (it is still
+    # importing its modules then); as PID 1 an unhandled SIGTERM would simply be dropped
+    argv = [sys.executable, "-m", "vllmd", "run", "--data", str(tmp_path / "d"), "--public",
+            str(tmp_path / "p"), "--run-dir", str(tmp_path / "r"), "--no-ldconfig",
+            "--vllm", "/nonexistent/vllm"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    key = tmp_path / "p" / "credentials.json"
+    deadline = time.monotonic() + 30
+    while not key.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    # then it was remembered and acted on once the daemon was up: a clean stop, exit 0
+    assert proc.returncode == 0, err
+    assert "received SIGTERM during start-up" in err

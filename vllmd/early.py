@@ -12,6 +12,7 @@ reports it; this module never fails and never logs.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # C; ``signal`` would import enum: 6 ms
 import os
 import time
 
@@ -32,6 +33,9 @@ STARTING_MESSAGE = "vllmd is starting."
 
 created_key: str | None = None
 """The key :func:`early_start` wrote, if it wrote one: the daemon logs it (masked)."""
+signals: list[int] = []
+"""SIGTERM and SIGINT received before the daemon's own handlers: it acts on them when it is up.
+As PID 1 a signal without a handler is dropped, and a container stop would wait for SIGKILL."""
 
 
 def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
@@ -43,6 +47,8 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     global created_key
     if not argv or argv[0] != "run":
         return
+    for signum in (_signal.SIGTERM, _signal.SIGINT):
+        _signal.signal(signum, _remember)
     public = _folder(argv[1:], environ, PUBLIC)
     run_dir = _folder(argv[1:], environ, RUN_DIR)
     if public is None or run_dir is None:
@@ -67,6 +73,10 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
             created_key = key
     except OSError:
         pass
+
+
+def _remember(signum: int, _frame: object) -> None:
+    signals.append(signum)
 
 
 def _folder(args: Sequence[str], environ: Mapping[str, str], option: tuple[str, ...]) -> str | None:
