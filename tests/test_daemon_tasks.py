@@ -22,8 +22,9 @@ from vllmd.cli import build_parser
 from vllmd.core.health import Phase
 from vllmd.daemon.healthfile import HealthPublisher
 from vllmd.daemon.probe import StartupHint
-from vllmd.daemon.serve import Daemon, _output, probe_vllm, publish_health, sample_downloads
+from vllmd.daemon.serve import Daemon
 from vllmd.daemon.status import Status
+from vllmd.daemon.tasks import probe_vllm, publish_health, sample_downloads, vllm_output
 from vllmd.settings import Settings, settings_from
 
 pytestmark = pytest.mark.anyio
@@ -90,7 +91,7 @@ async def test_progress_while_loading_is_published_as_it_comes(tmp_path: Path) -
     async with anyio.create_task_group() as tg:
         tg.start_soon(publish_health, settings, status, publisher)
         tg.start_soon(sample_downloads, settings, status, 0.02)
-        pump = _output(status, "text").stderr()
+        pump = vllm_output(status, "text").stderr()
         pump.feed(f"{SHARD_LINE}\n".encode())  # what the supervisor's pump does with vLLM's lines
         health = await _until(
             lambda: (h := _health(settings.health_path)) and "shard 2/4" in h["message"] and h
@@ -187,7 +188,7 @@ async def test_vllms_startup_line_makes_the_probe_notice_readiness_at_once(
         await _until(lambda: prober.asked == 1)  # the first probe: still loading
         # when vLLM says its server is up, a little before it listens
         prober.at = time.monotonic() + 0.02
-        _output(world.status, "text", hint=hint).stderr().feed(
+        vllm_output(world.status, "text", hint=hint).stderr().feed(
             b"INFO:     Application startup complete.\n"
         )
         # then readiness is noticed within moments, not at the next probe 10 s later
