@@ -65,6 +65,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         text = path.read_text()
     except FileNotFoundError:
         return []
+    if not text.endswith("\n"):  # a stand-in is writing its last line right now: not yet a record
+        text = text[: text.rfind("\n") + 1]
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
