@@ -56,6 +56,23 @@ async def test_a_healthy_answer_counts_only_from_a_socket_our_tree_holds(bystand
         assert ours.ok
 
 
+async def test_a_socket_proven_ours_is_not_proven_again_at_every_probe(bystander: int) -> None:
+    # given: our tree holds the listening socket, and the probe has proven it once
+    asked: list[int] = []
+
+    def owners() -> list[int]:
+        asked.append(1)
+        return [bystander, os.getpid()]
+
+    async with http_server([200]) as port, Prober("127.0.0.1", port, owners=owners) as prober:
+        assert (await prober.check()).ok
+        # when: it probes again and again (every 2 s once ready)
+        for _ in range(5):
+            assert (await prober.check()).ok
+    # then: vLLM's processes were scanned once, not at every probe (an idle cost)
+    assert len(asked) == 1
+
+
 def test_listening_sockets_are_found_for_ipv4_and_ipv6() -> None:
     # given: listeners on one port, one per family (where IPv6 exists)
     port = free_port()
