@@ -29,6 +29,7 @@ def _own_signal_handlers() -> Iterator[None]:
     """early_start takes SIGTERM and SIGINT for the daemon: give the test process its own back."""
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     yield
+    early.stop_watching_key()
     for signum, handler in saved.items():
         signal.signal(signum, handler)
 
@@ -180,3 +181,23 @@ def test_a_stop_signal_during_the_imports_is_remembered_not_fatal(tmp_path: Path
     # then it was remembered and acted on once the daemon was up: a clean stop, exit 0
     assert proc.returncode == 0, err
     assert "received SIGTERM during start-up" in err
+
+
+def test_a_key_deleted_while_the_daemon_imports_is_written_again_at_once(tmp_path: Path) -> None:
+    # given the early key on disk, the daemon still importing (its watcher not armed yet)
+    _run(tmp_path)
+    path = tmp_path / "p" / "credentials.json"
+    first = path.read_bytes()
+    # when a dependent deletes it; then a new key is there within the contract's 100 ms
+    path.unlink()
+    deadline = time.monotonic() + 0.1 + 1.0  # 1 s of slack for a loaded machine
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    again = path.read_bytes()
+    assert again != first and parse_key(again)[0] == early.created_key
+    # when the daemon's watcher is armed, the start-up watch ends: nothing writes behind it
+    early.stop_watching_key()
+    time.sleep(2 * early.KEY_WATCH_S)  # a round of the watch that had begun is over
+    path.unlink()
+    time.sleep(10 * early.KEY_WATCH_S)
+    assert not path.exists()

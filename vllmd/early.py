@@ -5,14 +5,16 @@ moment the container starts, while the daemon's own modules take a tenth of a se
 So ``python -m vllmd run`` (and the ``vllmd`` command) first calls :func:`early_start`, which uses
 the standard library's built-in modules only (``os``, ``sys``, ``time``): it writes a ``loading``
 health file for this run (a previous run's verdict is never read as this one's), and a fresh key
-when there is no key file at all. Everything else (a key file that is not valid, folders that
-cannot be made, any doubt about the arguments) is left to the daemon, which handles it fully and
-reports it; this module never fails and never logs.
+when there is no key file at all; until the daemon's own watcher is armed, a thread writes the
+key again within milliseconds if it vanishes. Everything else (a key file that is not valid,
+folders that cannot be made, any doubt about the arguments) is left to the daemon, which handles
+it fully and reports it; this module never fails and never logs.
 """
 
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # C; ``signal`` would import enum: 6 ms
+import _thread
 import os
 import time
 
@@ -33,6 +35,11 @@ STARTING_MESSAGE = "vllmd is starting."
 
 created_key: str | None = None
 """The key :func:`early_start` wrote, if it wrote one: the daemon logs it (masked)."""
+KEY_WATCH_S = 0.005
+"""Until the daemon watches the key itself, a deleted key is written again within this long..."""
+KEY_WATCH_MAX_S = 30.0
+"""...for at most this long (the daemon takes over within a second; this bounds a stray thread)."""
+
 signals: list[int] = []
 """SIGTERM and SIGINT received before the daemon's own handlers: it acts on them when it is up.
 As PID 1 a signal without a handler is dropped, and a container stop would wait for SIGKILL."""
@@ -44,7 +51,6 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     ``argv`` is the command line after the program name. Does nothing for other commands, for
     ``--help``, or when the folders cannot be told for sure (the daemon then does it all).
     """
-    global created_key
     if not argv or argv[0] != "run":
         return
     for signum in (_signal.SIGTERM, _signal.SIGINT):
@@ -59,20 +65,54 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     except OSError:
         pass  # the daemon retries, and says why
     key_path = os.path.join(public, KEY_FILE)
+    if _write_key_if_missing(public, key_path):
+        global _watching
+        _watching = True
+        _thread.start_new_thread(_watch_key, (public, key_path))
+
+
+def stop_watching_key() -> None:
+    """The daemon watches the key now (its watcher armed, its first look done): stop ours."""
+    global _watching
+    _watching = False
+
+
+_watching = False
+
+
+def _watch_key(public: str, key_path: str) -> None:
+    """Write the key again when it vanishes, until :func:`stop_watching_key`: the daemon's own
+    watcher is armed only after its imports (a quarter of a second on a busy machine), and the
+    contract gives a deleted key 100 ms to come back."""
+    deadline = time.monotonic() + KEY_WATCH_MAX_S
+    while _watching and time.monotonic() < deadline:
+        time.sleep(KEY_WATCH_S)
+        if _watching:
+            _write_key_if_missing(public, key_path)
+
+
+def _write_key_if_missing(public: str, key_path: str) -> bool:
+    """Write a new key when nothing is at ``key_path``; whether the path could be looked at.
+
+    A file that is there (valid or not) is the daemon's to judge. ``link`` never overwrites, so
+    the daemon writing its own key at the same moment loses nothing: one of the two wins whole.
+    """
+    global created_key
     try:
         os.lstat(key_path)
-        return  # a key file (valid or not) is the daemon's to judge
+        return True
     except FileNotFoundError:
         pass
     except OSError:
-        return
+        return False
     key = new_key()
     try:
         os.makedirs(public, exist_ok=True)
         if _create(key_path, key_document(key)):
             created_key = key
     except OSError:
-        pass
+        return False
+    return True
 
 
 def _remember(signum: int, _frame: object) -> None:

@@ -206,6 +206,7 @@ class Daemon:
         async with anyio.create_task_group() as main:
             await main.start(watcher.run)  # armed before the first reconcile: nothing slips
             await main.start(reconciler.run)
+            boot.stop_watching_key()  # ours is armed: the start-up watch (vllmd/early.py) ends
             log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
             main.start_soon(publish_health, settings, status, self.publisher)
             main.start_soon(
