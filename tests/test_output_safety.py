@@ -26,7 +26,7 @@ from vllmd.core.masking import MASK, Masker
 from vllmd.logs import JsonFormatter, TextFormatter
 from vllmd.process.outstream import OutStream
 
-FAST = settings(max_examples=200, deadline=None)
+FAST = settings(max_examples=int(os.environ.get("VLLMD_FUZZ_EXAMPLES", "200")), deadline=None)
 
 
 def _record(message: str, *args: object) -> logging.LogRecord:
