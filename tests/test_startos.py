@@ -3,8 +3,9 @@
 The layer's node tests of its forms run against what vllmd prints (``--form``) on recorded
 machines and on stated ones, and the numbers and words the layer copies from vllmd (its stop
 timing, the task's reason, the variable-name rule, the action and health ids) are checked
-against vllmd's own. Needs node and ``startos/node_modules`` (``startos/scripts/check.sh``
-installs it); without them the tests skip, saying why, except in CI (``CI`` set), where they fail.
+against vllmd's own. The module first runs ``startos/scripts/check.sh`` (npm ci from the
+lockfile, tsc, the SDK's lint, the bundle, the node tests). Without node the tests skip, saying
+why, except in CI (``CI`` set), where they fail.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from vllmd.settings import Settings
 from vllmd.state.catalog import load_catalog
 
 STARTOS = ROOT / "startos"
+
+# The first test carries the package check (npm ci, tsc, lint, bundle, node tests): minutes on a
+# cold machine, where pytest's default is 60 s a test.
+pytestmark = pytest.mark.timeout(900)
 H200 = ("--tier", "nvidia-hopper", "--memory-gb", "141")
 RECORDED = ("h200-141gb", "nvml-missing", "mi300x-x2", "h100-80gb-x8")
 
@@ -45,20 +50,42 @@ RECORDED = ("h200-141gb", "nvml-missing", "mi300x-x2", "h100-80gb-x8")
 def _missing() -> str | None:
     if shutil.which("node") is None or shutil.which("npm") is None:
         return "node and npm are not installed"
-    if not (STARTOS / "node_modules" / "@start9labs" / "start-sdk").is_dir():
-        return "startos/node_modules is missing: run startos/scripts/check.sh (npm ci) first"
     return None
 
 
 @pytest.fixture(scope="module")
-def layer() -> Path:
-    """The layer's pure modules compiled for node (``npm run build:test``)."""
+def checked() -> None:
+    """Every check of the package: ``startos/scripts/check.sh``, once for this module.
+
+    It installs from the lockfile, type-checks and lints against the real start-sdk, bundles, and
+    runs the layer's node tests (each variant's manifest, health, calls, structure), so the
+    README's one test command covers the package too. Skips without node, fails in CI.
+    """
     missing = _missing()
     if missing is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI: {missing}")
         pytest.skip(missing)
-    subprocess.run(["npm", "run", "--silent", "build:test"], cwd=STARTOS, check=True, timeout=300)
+    done = subprocess.run(
+        [str(STARTOS / "scripts" / "check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"startos/scripts/check.sh failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+        )
+
+
+def test_the_package_type_checks_lints_bundles_and_its_manifests_hold(checked: None) -> None:
+    """``tsc``, the SDK's lint, prettier, the ncc bundle and the node tests all passed."""
+    assert (STARTOS / "javascript" / "index.js").is_file()
+
+
+@pytest.fixture(scope="module")
+def layer(checked: None) -> Path:
+    """The layer's pure modules compiled for node (``npm run build:test``, done by the check)."""
     return STARTOS / "build" / "test" / "layer"
 
 
