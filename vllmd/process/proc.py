@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from vllmd.core.escape import one_line
+from vllmd.process import sockdiag
 
 PROC = Path("/proc")
 
@@ -170,9 +171,15 @@ _TCP_LISTEN = "0A"
 def listening_inodes(port: int, proc_root: Path = PROC) -> set[int]:
     """Inodes of the TCP sockets (IPv4 and IPv6) that listen on ``port`` in this network namespace.
 
-    Read from ``/proc/net/tcp`` and ``/proc/net/tcp6``: ``local_address`` is ``HEXIP:HEXPORT``,
+    Asked of the kernel over netlink when ``proc_root`` is the real ``/proc`` (0.06 ms against
+    16 ms for the text tables: :mod:`vllmd.process.sockdiag`); else, or where netlink is refused,
+    read from ``/proc/net/tcp`` and ``/proc/net/tcp6``: ``local_address`` is ``HEXIP:HEXPORT``,
     ``st`` 0A is LISTEN, and the tenth column is the socket's inode.
     """
+    if proc_root == PROC:
+        asked = sockdiag.listening_inodes(port)
+        if asked is not None:
+            return asked
     found: set[int] = set()
     for name in ("tcp", "tcp6"):
         data = _read_all(proc_root / "net" / name)
