@@ -176,3 +176,26 @@ async def test_terminate_sends_the_one_sigterm_at_once_and_stop_finishes_it(
         tg.cancel_scope.cancel()
     events = [r.get("event") for r in read_records(tmp_path / "rec") if r.get("pid") == child.pid]
     assert events.count("sigterm") == 1 and child.returncode == 0
+
+
+async def test_the_main_process_comes_first_and_the_rest_is_looked_up_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    # The probe asks who holds vLLM's listening socket: the main process, nearly always. The rest
+    # (a scan of /proc, some milliseconds on the readiness path) waits until it is needed.
+    scans: list[int] = []
+
+    def members(pgid: int) -> list[int]:
+        scans.append(pgid)
+        return group_members(pgid)
+
+    async with anyio.create_task_group() as tg:
+        supervisor = Supervisor(tg, Reaper(reap_orphans=False), _output([]), lambda _: None,
+                                stop_timeout_s=5, members=members)  # fmt: skip
+        child = await supervisor.start(_launch(tmp_path))
+        pids = supervisor.processes()
+        assert next(pids) == child.pid and scans == []
+        assert list(pids) == [] and scans == [child.pid]  # the stand-in is alone in its group
+        with anyio.fail_after(10):
+            await supervisor.stop()
+        tg.cancel_scope.cancel()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import BinaryIO, Protocol
 
 import anyio
@@ -109,7 +109,7 @@ async def run_probe(
     settings: Settings,
     reconciler: Reconciler,
     status: Status,
-    owners: Callable[[], list[int]] | None = None,
+    owners: Callable[[], Iterable[int]] | None = None,
     hint: StartupHint | None = None,
 ) -> None:
     """Probe the running vLLM with the real prober at the contract's cadence (and at once on

@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -182,13 +182,16 @@ class Supervisor:
             found |= set(descendants(self._adopter))
         return sorted(found)
 
-    def processes(self) -> list[int]:
-        """The live processes of the running vLLM (its group and its descendants); empty when
-        none runs. The probe asks it who may hold vLLM's listening socket."""
+    def processes(self) -> Iterator[int]:
+        """The live processes of the running vLLM: its main process first, then the rest of its
+        group and its descendants; none when none runs. The probe asks it who may hold vLLM's
+        listening socket, which is the main process's: the rest (a scan of ``/proc``, some
+        milliseconds) is looked up only when the main process does not hold it."""
         child = self.child
         if child is None or child.pid < 0 or child.done.is_set():
-            return []
-        return sorted({child.pid, *self._members(child.pid)})
+            return
+        yield child.pid
+        yield from (pid for pid in self._members(child.pid) if pid != child.pid)
 
     def _kill_all(self, pgid: int, pids: list[int]) -> None:
         """SIGKILL the group ``pgid`` and each of ``pids`` that left it."""
