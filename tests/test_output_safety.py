@@ -87,13 +87,28 @@ def test_the_key_is_masked_whatever_else_is_masked() -> None:
     assert masker.mask("secret-value-0499") == MASK
 
 
+def test_every_secret_of_the_launch_is_masked_however_many() -> None:
+    # given: a launch with more secrets than the masker keeps from earlier launches
+    masker = Masker()
+    first = [f"first-launch-secret-{n:04d}" for n in range(500)]
+    masker.use(first)
+    # when: the next launch has other secrets
+    second = [f"second-launch-secret-{n:04d}" for n in range(500)]
+    masker.use(second)
+    # then: every secret of the current launch is masked, and the newest earlier ones too
+    assert all(masker.mask(secret) == MASK for secret in second)
+    assert masker.mask(first[0]) == MASK
+
+
 def test_with_auth_flag_and_many_env_values_the_key_never_reaches_the_output(
     volumes: Volumes, start_daemon
 ) -> None:
     # given: --auth flag (the key in vLLM's argv), more serveEnv secrets than the masker keeps
     # besides the key, and a vLLM that prints its arguments, key included
     env = [{"name": f"SECRET_{n}", "value": f"value-of-secret-{n:03d}"} for n in range(100)]
-    volumes.set_args(*volumes.standin_args("org/model", "--fake-echo-key"), serveEnv=env)
+    printed = "env value-of-secret-000 and value-of-secret-099"
+    args = volumes.standin_args("org/model", "--fake-echo-key", "--fake-print", printed)
+    volumes.set_args(*args, serveEnv=env)
     # when: the daemon runs it
     daemon = start_daemon("--auth", "flag")
     daemon.wait_health("success")

@@ -9,6 +9,7 @@ passed-through output go through it before they are written anywhere.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 MASK = "***"
 MIN_SECRET = 8
@@ -22,18 +23,20 @@ def redact(key: str) -> str:
 MAX_KEYS = 16
 """API keys remembered: the current one and those it replaced (an old vLLM may print one)."""
 MAX_SECRETS = 64
-"""Other secrets remembered (``serveEnv`` values, ``--hf-token``), newest first."""
+"""Secrets of earlier launches remembered (``serveEnv`` values, ``--hf-token``), newest first."""
 
 
 class Masker:
     """Replaces every known key and secret in text with :data:`MASK`.
 
-    The API keys are kept apart from the other secrets, each in its own bounded list: however
-    many ``serveEnv`` values a launch carries, they can never push the key out (issue 11).
+    The API keys are kept apart from the other secrets, and the current launch's secrets apart
+    from those of earlier launches (a bounded list): however many ``serveEnv`` values a launch
+    carries, they are all masked, and they never push the key out (issue 11).
     """
 
     def __init__(self) -> None:
         self._keys: tuple[str, ...] = ()
+        self._current: tuple[str, ...] = ()
         self._secrets: tuple[str, ...] = ()
         self._all: tuple[str, ...] = ()
         self._lock = threading.Lock()
@@ -44,6 +47,19 @@ class Masker:
             return
         with self._lock:
             self._keys = (key, *self._keys)[:MAX_KEYS]
+            self._rebuild()
+
+    def use(self, secrets: Iterable[str]) -> None:
+        """Mask every one of ``secrets`` (the current launch's: all of them, however many), and
+        keep the ones they replace among the bounded recent secrets (an old vLLM may still
+        print one)."""
+        current = tuple(dict.fromkeys(s for s in secrets if len(s) >= MIN_SECRET))
+        if current == self._current:
+            return
+        with self._lock:
+            gone = tuple(s for s in self._current if s not in current)
+            self._secrets = tuple(dict.fromkeys((*gone, *self._secrets)))[:MAX_SECRETS]
+            self._current = current
             self._rebuild()
 
     def add(self, secret: str) -> None:
@@ -60,7 +76,8 @@ class Masker:
 
     def _rebuild(self) -> None:
         # Longest first: a secret that contains another is masked whole, not around the other.
-        self._all = tuple(sorted(set(self._keys + self._secrets), key=len, reverse=True))
+        known = set(self._keys + self._current + self._secrets)
+        self._all = tuple(sorted(known, key=len, reverse=True))
 
     @property
     def longest(self) -> int:

@@ -108,8 +108,8 @@ class DesiredLaunch:
         if key is None:
             return None
         if store is not None:
-            for secret in secrets_of(store):
-                masker.add(secret)  # vLLM may print them (its "non-default args" line does)
+            # vLLM may print them (its "non-default args" line does): all of them are masked.
+            masker.use(secrets_of(store))
         plan = plan_launch(store, key, self._settings, self._base_env, self._guard_dir)
         if plan.dropped != self._dropped and plan.dropped:
             log.warning(
