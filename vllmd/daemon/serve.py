@@ -92,7 +92,6 @@ class Daemon:
         self.escalated = anyio.Event()
         self.guard_dir: Path | None = None
         self.hint = StartupHint()
-        self.supervisor: Supervisor | None = None
 
     async def serve(self, early_signals: list[int]) -> int:
         """Start up, run until a signal, shut down; return the exit code."""
@@ -102,11 +101,6 @@ class Daemon:
         async with anyio.create_task_group() as root:
             for stream in self.streams or ():
                 await root.start(stream.run)
-            await root.start(_signals, reaper, self.stopping, self.escalated, self.relay_stop)
-            for signum in early_signals:
-                log.info("received %s during start-up", signal.Signals(signum).name)
-            if any(signum not in STRAY_SIGNALS for signum in early_signals):
-                self.stopping.set()
             supervisor = Supervisor(
                 root,
                 reaper,
@@ -116,7 +110,14 @@ class Daemon:
                 escalated=self.escalated,
                 adopter=self.adopter,
             )
-            self.supervisor = supervisor
+            # The signal task relays a stop to vLLM at once (supervisor.terminate: its one
+            # SIGTERM), before the daemon's tasks have wound down; shut_down finishes it.
+            relay = supervisor.terminate
+            await root.start(_signals, reaper, self.stopping, self.escalated, relay)
+            for signum in early_signals:
+                log.info("received %s during start-up", signal.Signals(signum).name)
+            if any(signum not in STRAY_SIGNALS for signum in early_signals):
+                self.stopping.set()
             try:
                 await self.run(supervisor, started)
             except Exception:
@@ -127,12 +128,6 @@ class Daemon:
                 await self.shut_down(supervisor, root)
         log.info("vllmd stopped")
         return code
-
-    def relay_stop(self) -> None:
-        """Give vLLM its SIGTERM now, from the signal task: the stop begins before the daemon's
-        tasks have wound down (waiting for them cost 12 ms); :meth:`shut_down` finishes it."""
-        if self.supervisor is not None:
-            self.supervisor.terminate()
 
     def start_up(self) -> Reaper:
         """Prepare the files, refresh the linker cache, become the reaper of orphans (and so
