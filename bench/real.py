@@ -211,16 +211,19 @@ def warm_restart(real: Real, rounds: int) -> dict[str, Any]:
     """Per configuration: exec → ready with an empty compile cache, then with ``DATA/cache`` kept
     but a fresh home, ``/tmp`` and run folder; the model compiles (no ``--enforce-eager``)."""
     return {
-        label: _warm_pairs(real, rounds, label, serve_env)
-        for label, serve_env in WARM_VARIANTS.items()
+        label: _warm_pairs(real, rounds, label, serve_env, f"w{n}")
+        for n, (label, serve_env) in enumerate(WARM_VARIANTS.items())
     }
 
 
-def _warm_pairs(real: Real, rounds: int, label: str, serve_env: dict[str, str]) -> dict[str, Any]:
+def _warm_pairs(
+    real: Real, rounds: int, label: str, serve_env: dict[str, str], slug: str
+) -> dict[str, Any]:
+    """``slug`` names the folders: short, since vLLM's ZMQ sockets under ``TMPDIR`` must fit
+    in 107 characters (a long folder name crashed vLLM at start)."""
     args = [a for a in real.env.chat_args if a != "--enforce-eager"]
     env = [{"name": name, "value": value} for name, value in serve_env.items()]
     out: dict[str, Any] = {"cold": [], "warm": [], "cache_mb": [], "log": []}
-    slug = "".join(c if c.isalnum() else "-" for c in label)
     for i in range(rounds):
         data = real.fleet.workdir / f"warm-{slug}-{i}-data"
         for kind in ("cold", "warm"):
