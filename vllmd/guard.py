@@ -34,7 +34,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Literal
 
-__all__ = ["KEY_FILE_ENV", "MAX_KEY_FILE_BYTES", "ApiKeyGuard", "parse_key", "read_key_file"]
+__all__ = [
+    "KEY_FILE_ENV",
+    "MAX_KEY_FILE_BYTES",
+    "ApiKeyGuard",
+    "parse_key",
+    "read_at_most",
+    "read_key_file",
+]
 
 # A fixed name rather than __name__: the daemon and vLLM's process must agree on it however the
 # file was imported.
@@ -110,17 +117,25 @@ def read_key_file(path: str) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_KEY_FILE_BYTES:
-            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        return read_at_most(fd, MAX_KEY_FILE_BYTES)
     finally:
         os.close(fd)
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """What ``fd`` holds, up to ``limit + 1`` bytes: more than ``limit`` means "too large".
+
+    Shared with the daemon's state-file reader, so the daemon and the guard cap files alike.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class ApiKeyGuard:

@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 
 from vllmd.core.errors import VllmdError
+from vllmd.guard import read_at_most
 
 __all__ = ["UnreadableFile", "read_small_file"]
 
@@ -112,22 +113,15 @@ def read_small_file(path: Path, max_bytes: int) -> bytes:
         kind = _kind(os.fstat(fd).st_mode)  # swapped for something else since the stat?
         if kind is not None:
             raise UnreadableFile(path, kind)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= max_bytes:
-            chunk = os.read(fd, max_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_at_most(fd, max_bytes)
     except OSError as exc:
         raise _oserror(path, exc) from exc
     finally:
         os.close(fd)
-    if size > max_bytes:
+    if len(data) > max_bytes:
         raise UnreadableFile(
             path,
             f"larger than {max_bytes:,} bytes, too large to be this file",
             "Replace it with a file of the expected shape.",
         )
-    return b"".join(chunks)
+    return data
