@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="--real: rounds of ready and stop (default 2)",
     )
     parser.add_argument(
+        "--no-warm", action="store_true", help="--real: leave out the warm restart (minutes)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     args = parser.parse_args(argv)
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.real:
         from bench.real_report import main_real
 
-        return main_real(args.out, args.rounds, log)
+        return main_real(args.out, args.rounds, log, warm=not args.no_warm)
 
     raw = run(config, log)
     result = summarize(raw)

@@ -121,61 +121,70 @@ class Real:
 
 
 def ready_and_stop(real: Real, rounds: int) -> dict[str, list[float]]:
-    """Alternating rounds of the direct ``vllm serve`` (floor) and vllmd's Set Model."""
+    """Rounds of the direct ``vllm serve`` (floor) and vllmd's Set Model, in ABBA order (the
+    first of a round is the other one in the next), so that neither always goes first."""
     out: dict[str, list[float]] = {k: [] for k in ("ready_floor", "ready", "stop_floor", "stop")}
     out["rotation"] = []
-    args = real.env.chat_args
     for i in range(rounds):
-        # The floor: exactly what vllmd launches, started by hand.
-        v = real.fleet.volumes(f"direct-{i}")
-        port = free_port()
-        settings = Settings(
-            data=v.data, public=v.public, run_dir=v.run, vllm=str(real.env.vllm),
-            host="127.0.0.1", port=port,
-        )  # fmt: skip
-        launch = plan_launch(
-            Store(serveArgs=args), "k" * 22, settings, _env(v.root / "scratch"),
-            install_guard(v.run),
-        ).launch  # fmt: skip
-        assert launch is not None
-        v.credentials.write_text(json.dumps({"apiKey": "k" * 22}))
-        real.log(f"real: round {i + 1}: vllm serve directly")
-        with (v.root / "vllm.log").open("wb") as log:
-            t0 = time.monotonic()
-            proc = real.fleet.popen(launch.argv, env=launch.environ, stdout=log, stderr=log)
-        real.sessions.add(proc.pid)
-        _poll(lambda port=port: _health_200(port), LOAD_S, "vllm serve to be ready", 0.01)
-        out["ready_floor"].append(ms(time.monotonic() - t0))
-        time.sleep(2)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        t1 = wait_exit(proc.pid, 60)
-        if t1 is None:
-            raise BenchError("vllm serve did not exit within 60 s of SIGTERM")
-        out["stop_floor"].append(ms(t1 - t0))
-        proc.wait(5)
-        real.kill_leftovers()
-
-        v = real.fleet.volumes(f"vllmd-{i}")
-        proc, port, _ = real.daemon(v)
-        v.wait_health("failure", timeout_s=60)  # idle: no model selected
-        real.log(f"real: round {i + 1}: vllmd, Set Model")
-        wall = time.time()
-        t0 = write_json_atomic(v.store, {"serveArgs": list(args)})
-        seen = v.wait_health("success", after_wall=wall, timeout_s=LOAD_S)
-        out["ready"].append(ms(seen - t0))
-        if i == 0:
-            out["rotation"] = rotation(v, port, 5)
-        time.sleep(2)
-        pgid = real.vllm_pid(v)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        t1 = wait_exit(proc.pid, 120)
-        if t1 is None or group_members(pgid):
-            raise BenchError("vllmd did not stop, or left vLLM's group behind")
-        out["stop"].append(ms(t1 - t0))
-        proc.wait(5)
+        pair = (_direct_round, _vllmd_round)
+        for run_one in pair if i % 2 == 0 else pair[::-1]:
+            run_one(real, i, out)
     return out
+
+
+def _direct_round(real: Real, i: int, out: dict[str, list[float]]) -> None:
+    """The floor: exactly what vllmd launches, started by hand; ready, then SIGTERM."""
+    v = real.fleet.volumes(f"direct-{i}")
+    port = free_port()
+    settings = Settings(
+        data=v.data, public=v.public, run_dir=v.run, vllm=str(real.env.vllm),
+        host="127.0.0.1", port=port,
+    )  # fmt: skip
+    launch = plan_launch(
+        Store(serveArgs=real.env.chat_args), "k" * 22, settings, _env(v.root / "scratch"),
+        install_guard(v.run),
+    ).launch  # fmt: skip
+    assert launch is not None
+    v.credentials.write_text(json.dumps({"apiKey": "k" * 22}))
+    real.log(f"real: round {i + 1}: vllm serve directly")
+    with (v.root / "vllm.log").open("wb") as log:
+        t0 = time.monotonic()
+        proc = real.fleet.popen(launch.argv, env=launch.environ, stdout=log, stderr=log)
+    real.sessions.add(proc.pid)
+    _poll(lambda: _health_200(port), LOAD_S, "vllm serve to be ready", 0.01)
+    out["ready_floor"].append(ms(time.monotonic() - t0))
+    time.sleep(2)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    t1 = wait_exit(proc.pid, 60)
+    if t1 is None:
+        raise BenchError("vllm serve did not exit within 60 s of SIGTERM")
+    out["stop_floor"].append(ms(t1 - t0))
+    proc.wait(5)
+    real.kill_leftovers()
+
+
+def _vllmd_round(real: Real, i: int, out: dict[str, list[float]]) -> None:
+    """vllmd idle, then Set Model → health success; the rotation once; then SIGTERM."""
+    v = real.fleet.volumes(f"vllmd-{i}")
+    proc, port, _ = real.daemon(v)
+    v.wait_health("failure", timeout_s=60)  # idle: no model selected
+    real.log(f"real: round {i + 1}: vllmd, Set Model")
+    wall = time.time()
+    t0 = write_json_atomic(v.store, {"serveArgs": list(real.env.chat_args)})
+    seen = v.wait_health("success", after_wall=wall, timeout_s=LOAD_S)
+    out["ready"].append(ms(seen - t0))
+    if i == 0:
+        out["rotation"] = rotation(v, port, 5)
+    time.sleep(2)
+    pgid = real.vllm_pid(v)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    t1 = wait_exit(proc.pid, 120)
+    if t1 is None or group_members(pgid):
+        raise BenchError("vllmd did not stop, or left vLLM's group behind")
+    out["stop"].append(ms(t1 - t0))
+    proc.wait(5)
 
 
 def rotation(v: Volumes, port: int, n: int) -> list[float]:
@@ -266,15 +275,18 @@ def _success(path: Path) -> bool:
         return False
 
 
-def run_real(workdir: Path, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every ``--real`` figure; raw samples in ms."""
+def run_real(
+    workdir: Path, rounds: int, log: Callable[[str], None], *, warm: bool = True
+) -> dict[str, Any]:
+    """Every ``--real`` figure (the warm restart unless ``warm`` is false); raw samples in ms."""
     env = cpuenv.prepare(log=log)
     raw: dict[str, Any] = {"vllm": str(env.vllm), "chat_args": list(env.chat_args)}
     with Fleet(workdir) as fleet:
         real = Real(fleet, env, log)
         try:
             raw.update(ready_and_stop(real, rounds))
-            raw["warm_restart"] = warm_restart(real, WARM_ROUNDS)
+            if warm:
+                raw["warm_restart"] = warm_restart(real, WARM_ROUNDS)
         finally:
             real.kill_leftovers()
     return raw

@@ -31,7 +31,7 @@ def summarize_real(raw: dict[str, Any]) -> dict[str, Any]:
     rotation = latency_figure(raw["rotation"], "", None, "", None)
     warm_figures: dict[str, Any] = {}
     warm_rows: list[list[str]] = []
-    for label, warm in raw["warm_restart"].items():
+    for label, warm in raw.get("warm_restart", {}).items():
         cold_s, warm_s = stats(warm["cold"]), stats(warm["warm"])
         warm_x = round(warm_s["p50"] / cold_s["p50"], 2) if cold_s["p50"] else float("inf")
         warm_figures[label] = {
@@ -80,18 +80,18 @@ def summarize_real(raw: dict[str, Any]) -> dict[str, Any]:
     return {"figures": figures, "table": render(rows)}
 
 
-def main_real(out: Path, rounds: int, log: Callable[[str], None]) -> int:
+def main_real(out: Path, rounds: int, log: Callable[[str], None], *, warm: bool = True) -> int:
     """``python -m bench --real``: run, print the table, write ``real.json`` and ``real.txt``."""
     workdir = Path(tempfile.mkdtemp(prefix="vllmd-bench-real-"))
     try:
-        raw = run_real(workdir, rounds, log)
+        raw = run_real(workdir, rounds, log, warm=warm)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = summarize_real(raw)
     print(result["table"])
     out.mkdir(parents=True, exist_ok=True)
     document = {
-        "command": f"python -m bench --real --rounds {rounds}",
+        "command": f"python -m bench --real --rounds {rounds}" + ("" if warm else " --no-warm"),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "load_avg_after": os.getloadavg(),
         "raw": raw,
