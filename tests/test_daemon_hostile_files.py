@@ -36,25 +36,29 @@ def _newline_name(path: Path) -> None:
     path.write_text(json.dumps(doc))
 
 
+def _swap_in(path: Path, make: Callable[[Path], None]) -> None:
+    """Put what ``make`` creates in ``path``'s place in one rename: the file is never missing
+    (a missing key file is simply written again, which would race the hostile one)."""
+    staged = path.with_name(f".{path.name}.staged")
+    make(staged)
+    os.replace(staged, path)
+
+
 def _fifo(path: Path) -> None:
-    path.unlink()
-    os.mkfifo(path)
+    _swap_in(path, os.mkfifo)
 
 
 def _device(path: Path) -> None:
-    path.unlink()
-    path.symlink_to("/dev/zero")
+    _swap_in(path, lambda staged: staged.symlink_to("/dev/zero"))
 
 
 def _dangling(path: Path) -> None:
-    path.unlink()
-    path.symlink_to("store-that-is-gone.json")
+    _swap_in(path, lambda staged: staged.symlink_to("store-that-is-gone.json"))
 
 
 def _loop(path: Path) -> None:
-    path.unlink()
     path.with_name("other.json").symlink_to(path.name)
-    path.symlink_to("other.json")
+    _swap_in(path, lambda staged: staged.symlink_to("other.json"))
 
 
 @pytest.mark.parametrize(
