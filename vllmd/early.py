@@ -66,28 +66,29 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
         pass  # the daemon retries, and says why
     key_path = os.path.join(public, KEY_FILE)
     if _write_key_if_missing(public, key_path):
-        global _watching
-        _watching = True
-        _thread.start_new_thread(_watch_key, (public, key_path))
+        global _watch_round
+        _watch_round += 1
+        _thread.start_new_thread(_watch_key, (public, key_path, _watch_round))
 
 
 def stop_watching_key() -> None:
     """The daemon watches the key now (its watcher armed, its first look done): stop ours."""
-    global _watching
-    _watching = False
+    global _watch_round
+    _watch_round += 1
 
 
-_watching = False
+_watch_round = 0
+"""Which start-up watch may run: a watch ends once this moves on (a stop, or a newer start)."""
 
 
-def _watch_key(public: str, key_path: str) -> None:
+def _watch_key(public: str, key_path: str, round_: int) -> None:
     """Write the key again when it vanishes, until :func:`stop_watching_key`: the daemon's own
     watcher is armed only after its imports (a quarter of a second on a busy machine), and the
     contract gives a deleted key 100 ms to come back."""
     deadline = time.monotonic() + KEY_WATCH_MAX_S
-    while _watching and time.monotonic() < deadline:
+    while _watch_round == round_ and time.monotonic() < deadline:
         time.sleep(KEY_WATCH_S)
-        if _watching:
+        if _watch_round == round_:
             _write_key_if_missing(public, key_path)
 
 
