@@ -12,9 +12,9 @@ setup:
 test: setup
     {{venv}}/bin/pytest
 
-# The fast tiers only (no real vLLM).
+# The fast tier only: no real vLLM, no container runtime, no node; in parallel processes.
 test-fast: setup
-    {{venv}}/bin/pytest -m "not e2e"
+    {{venv}}/bin/pytest -m "not e2e and not container and not startos" -n 4 --dist loadfile
 
 # Lint, format check and strict types.
 lint: setup

@@ -42,7 +42,7 @@ STARTOS = ROOT / "startos"
 
 # The first test carries the package check (npm ci, tsc, lint, bundle, node tests): minutes on a
 # cold machine, where pytest's default is 60 s a test.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.startos, pytest.mark.timeout(900)]
 H200 = ("--tier", "nvidia-hopper", "--memory-gb", "141")
 RECORDED = ("h200-141gb", "nvml-missing", "mi300x-x2", "h100-80gb-x8")
 
