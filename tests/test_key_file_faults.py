@@ -170,8 +170,10 @@ def test_the_daemon_replaces_a_dangling_key_symlink_and_restores_a_drifted_mode(
     daemon = start_daemon()
     key = volumes.key()
     # when: the key file becomes a dangling symlink
-    volumes.credentials.unlink()
-    volumes.credentials.symlink_to("gone.json")
+    # (swapped in with one rename: after a bare unlink the daemon may write a new key first)
+    staged = volumes.public / ".staged-link"
+    staged.symlink_to("gone.json")
+    os.replace(staged, volumes.credentials)
     # then: a new key is written in a regular file
     wait_for(
         lambda: volumes.credentials.is_file() and not volumes.credentials.is_symlink(),

@@ -235,3 +235,17 @@ def test_the_drain_timeout_is_a_flag_and_an_environment_variable() -> None:
     assert settings_from(None, {"VLLMD_DRAIN_TIMEOUT": "30"}).drain_timeout_s == 30
     with pytest.raises(SettingsError, match="VLLMD_DRAIN_TIMEOUT"):
         settings_from(None, {"VLLMD_DRAIN_TIMEOUT": "-1"})
+
+
+def test_the_cpu_variant_turns_off_the_compiled_artifact_its_vllm_cannot_load() -> None:
+    # given the same store on the cpu variant, on nvidia, and on cpu with the user's own value
+    store = Store(serveArgs=("m",))
+    mine = Store(serveArgs=("m",), serveEnv=(EnvVar("VLLM_USE_AOT_COMPILE", "1"),))
+    cpu = plan_launch(store, KEY, Settings(variant="cpu"), {}).launch
+    gpu = plan_launch(store, KEY, Settings(variant="nvidia"), {}).launch
+    own = plan_launch(mine, KEY, Settings(variant="cpu"), {}).launch
+    assert cpu is not None and gpu is not None and own is not None
+    # then only the cpu launch carries the default, and serveEnv wins over it
+    assert cpu.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    assert "VLLM_USE_AOT_COMPILE" not in gpu.environ
+    assert own.environ["VLLM_USE_AOT_COMPILE"] == "1"
