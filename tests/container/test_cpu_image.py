@@ -246,7 +246,7 @@ def test_start_brings_back_the_same_key_and_model(box: Box) -> None:
         lines = [line for line in box.logs().splitlines() if "started vLLM, pid" in line]
         return lines[1] if len(lines) > 1 else None
 
-    started = wait_for(second_start, 60, "the new run to start vLLM", every=1.0)
+    started = wait_for(second_start, 60, "the new run to start vLLM", interval=1.0)
     _, health = box.health()
     # Then the key file was kept, and vLLM was started again with the same model
     kept = box.key() == key_before
@@ -291,7 +291,7 @@ def test_with_the_default_dev_shm_the_failure_names_shm_size(
                 return dict(health)
             return None
 
-        health = wait_for(failed, READY_TIMEOUT_S, "a failure about /dev/shm", every=0.05)
+        health = wait_for(failed, READY_TIMEOUT_S, "a failure about /dev/shm", interval=0.05)
         logs = small.logs()
     finally:
         small.remove()
