@@ -7,6 +7,7 @@ Set Model accepted ``--api-k`` and ``--hos``, which vLLM's parser expands to fix
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -40,6 +41,38 @@ def test_set_model_never_prints_a_secret_value(vols: Vols, text: str) -> None:
     assert TOKEN in vols.store.read_text()
     assert TOKEN not in run.stdout and TOKEN not in run.stderr
     assert "***" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"org/model --hf-token {TOKEN} --seed 1", f"org/model --hf-token={TOKEN} --seed 1"],
+)
+def test_the_form_hides_a_stored_secret_and_submitting_it_unchanged_keeps_it(
+    vols: Vols, text: str
+) -> None:
+    # given custom arguments with a token, set earlier
+    assert vols.action("set-model", "--custom", text).returncode == 0
+    # when the form is built: the pre-filled text hides the token
+    form = vols.action("set-model", "--form")
+    assert form.returncode == 0, form.stderr
+    shown = json.loads(form.stdout)["current"]["customArgs"]
+    assert TOKEN not in form.stdout and "***" in shown
+    # when the pre-filled text comes back unchanged, with another change beside it
+    again = vols.action("set-model", "--custom", shown.replace("--seed 1", "--seed 2"))
+    # then the stored token is kept (never "***"), and no output shows it
+    assert again.returncode == 0, again.stderr
+    store = json.loads(vols.store.read_text())
+    assert TOKEN in " ".join(store["serveArgs"]) and "--seed" in store["serveArgs"]
+    assert "***" not in " ".join(store["serveArgs"]) + store["modelSelection"]["customArgs"]
+    assert TOKEN not in again.stdout + again.stderr
+
+
+def test_a_hidden_secret_with_nothing_stored_to_keep_is_refused(vols: Vols) -> None:
+    # given no token stored; when "***" is submitted as one; then refused, nothing written
+    run = vols.action("set-model", "--custom", "org/model --hf-token ***")
+    assert run.returncode == 1
+    assert "--hf-token is ***" in run.stderr and "Type the real value" in run.stderr
+    assert not vols.store.exists()
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import msgspec
 from vllmd.actions.requests import EnvChange, SetModel, StatedHardware
 from vllmd.actions.result import ActionError, ActionResult, Form, group, member, single
 from vllmd.actions.set_model_form import form_document, list_result, read_current
-from vllmd.core.argsplit import join_args, parse_custom, parse_env
+from vllmd.core.argsplit import join_args, keep_masked_secrets, parse_custom, parse_env
 from vllmd.core.choices import TIERS, is_tier
 from vllmd.core.fit import Fit, fit_catalog, fitting
 from vllmd.core.launch import hide_secrets, model_of
@@ -31,7 +31,15 @@ from vllmd.hardware.tiers import Hardware, detect
 from vllmd.settings import Settings
 from vllmd.state.atomicfile import aside_path
 from vllmd.state.catalog import load_catalog
-from vllmd.state.store import EnvVar, Store, StoreError, read_store, update_store
+from vllmd.state.readfile import UnreadableFile, read_small_file
+from vllmd.state.store import (
+    MAX_STORE_BYTES,
+    EnvVar,
+    Store,
+    StoreError,
+    read_store,
+    update_store,
+)
 
 DOWNLOAD_NOTE = (
     "vLLM restarts with it now. A first start downloads the weights, which can take 30 minutes "
@@ -85,9 +93,10 @@ def _read_current(path: Path, force: bool) -> tuple[Store | None, dict[str, Any]
         return None, {}, aside
     selection: dict[str, Any] = {}
     if store is not None:
+        # Replaced since we read it (even by a FIFO): update_store decides what to do.
         try:
-            raw = msgspec.json.decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError):  # replaced since we read it: update_store decides
+            raw = msgspec.json.decode(read_small_file(path, MAX_STORE_BYTES))
+        except (OSError, UnreadableFile, msgspec.DecodeError, RecursionError):
             raw = None
         if isinstance(raw, dict) and isinstance(raw.get("modelSelection"), dict):
             selection = dict(raw["modelSelection"])
@@ -153,7 +162,12 @@ def set_model(request: SetModel, settings: Settings) -> ActionResult | Form:
         selection, custom_text, title = CUSTOM, request.value, "custom arguments"
 
     path = settings.store_path
-    _, model_selection, aside = _read_current(path, request.force)
+    current, model_selection, aside = _read_current(path, request.force)
+    if custom_text is not None:
+        # The form shows secret values as ***: submitted unchanged, they keep the stored value.
+        kept = keep_masked_secrets(serve_args, current.serveArgs if current else ())
+        if kept != serve_args:
+            serve_args, custom_text = kept, join_args(kept)
     model_selection["selection"] = selection
     if custom_text is not None:
         model_selection["customArgs"] = custom_text

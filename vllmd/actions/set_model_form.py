@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vllmd.actions.result import ActionResult, Form, group, member, single
+from vllmd.core.argsplit import shown_custom
 from vllmd.core.fit import Fit, default_fit, fit_catalog
 from vllmd.core.presets import CUSTOM, Catalog
 from vllmd.hardware.tiers import Hardware
@@ -44,7 +45,8 @@ def read_current(settings: Settings) -> Current:
 def _current(store: Store | None) -> Current:
     if store is None:
         return Current(None, "none", "", ())
-    custom = (store.modelSelection.customArgs if store.modelSelection else None) or ""
+    # Secret values (--hf-token) are shown as ***: set-model keeps the stored one for ***.
+    custom = shown_custom((store.modelSelection.customArgs if store.modelSelection else None) or "")
     names = tuple(var.name for var in store.serveEnv)
     if not store.model_selected:
         return Current(None, "none", custom, names)

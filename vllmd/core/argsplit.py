@@ -13,7 +13,8 @@ import shlex
 from collections.abc import Sequence
 
 from vllmd.core.errors import VllmdError
-from vllmd.core.launch import fixed_flag_of, model_of
+from vllmd.core.launch import fixed_flag_of, hide_secrets, model_of, secret_flag_of
+from vllmd.core.masking import MASK
 from vllmd.core.schema import ENV_NAME_PATTERN, EnvVar
 
 WHY_FIXED = {
@@ -128,3 +129,67 @@ def parse_env(
 def join_args(args: Sequence[str]) -> str:
     """``args`` as one line a POSIX shell (and :func:`split_args`) splits back the same way."""
     return shlex.join(args)
+
+
+def shown_custom(text: str) -> str:
+    """The custom argument text as a form may show it: secret flags' values as ``***``.
+
+    Text that no longer splits (a hand-edited store) is not shown at all: it may hold a secret.
+    """
+    try:
+        return join_args(hide_secrets(split_args(text))) if text else ""
+    except ArgsError:
+        return ""
+
+
+def keep_masked_secrets(args: Sequence[str], stored: Sequence[str]) -> list[str]:
+    """``args`` with each secret flag's ``***`` replaced by that flag's value in ``stored``.
+
+    The form shows secret values as ``***`` (:func:`shown_custom`); submitted unchanged, they
+    mean "keep what is stored". Raises :class:`ArgsError` when nothing is stored to keep.
+    """
+    known = dict(_secret_values(stored))
+
+    def kept(flag: str, value: str) -> str:
+        if value != MASK:
+            return value
+        if flag in known:
+            return known[flag]
+        raise ArgsError(
+            f"{flag} is {MASK}, the hidden value the form shows, and no value is stored to keep",
+            f"Type the real value after {flag}.",
+        )
+
+    out: list[str] = []
+    pending: str | None = None
+    for arg in args:
+        if pending is not None:
+            out.append(kept(pending, arg))
+            pending = None
+            continue
+        flag = secret_flag_of(arg)
+        name, eq, value = arg.partition("=")
+        if flag is not None and eq:
+            out.append(f"{name}={kept(flag, value)}")
+            continue
+        pending = flag
+        out.append(arg)
+    return out
+
+
+def _secret_values(args: Sequence[str]) -> list[tuple[str, str]]:
+    """(flag, value) for every secret flag in ``args``, in either form."""
+    found: list[tuple[str, str]] = []
+    pending: str | None = None
+    for arg in args:
+        if pending is not None:
+            found.append((pending, arg))
+            pending = None
+            continue
+        flag = secret_flag_of(arg)
+        _, eq, value = arg.partition("=")
+        if flag is not None and eq:
+            found.append((flag, value))
+        else:
+            pending = flag
+    return found
