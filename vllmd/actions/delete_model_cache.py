@@ -26,7 +26,15 @@ from vllmd.actions.compile_cache import (
     remove_compile_cache,
 )
 from vllmd.actions.requests import DeleteModelCache
-from vllmd.actions.result import ActionError, ActionResult, Form, group, member, single
+from vllmd.actions.result import (
+    FORM_VERSION,
+    ActionError,
+    ActionResult,
+    Form,
+    group,
+    member,
+    single,
+)
 from vllmd.core.launch import model_of
 from vllmd.core.presets import model_id_problem
 from vllmd.core.units import human_bytes
@@ -85,10 +93,6 @@ def _selected(settings: Settings) -> tuple[frozenset[str], str | None]:
     ids |= {arg.split("=", 1)[1].lower() for arg in store.serveArgs if "=" in arg}
     model = model_of(store.serveArgs)
     return frozenset(ids | ({model.lower()} if model else set())), None
-
-
-FORM_VERSION = 1
-"""The ``version`` of the ``--form`` document; the shape only grows."""
 
 
 def _is_selected(model: CachedModel, selected: frozenset[str]) -> bool:

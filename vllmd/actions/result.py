@@ -92,6 +92,10 @@ class ActionResult:
         return "\n".join(lines) + "\n"
 
 
+FORM_VERSION = 1
+"""The ``version`` of every ``--form`` document; the shapes only grow (CONTRACT.md §4)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Form:
     """A machine-readable form (``--form``): one JSON object whose shape CONTRACT.md §4 pins."""

@@ -11,16 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vllmd.actions.result import ActionResult, Form, group, member, single
+from vllmd.actions.result import FORM_VERSION, ActionResult, Form, group, member, single
 from vllmd.core.argsplit import shown_custom
 from vllmd.core.fit import Fit, default_fit, fit_catalog
 from vllmd.core.presets import CUSTOM, Catalog
 from vllmd.hardware.tiers import Hardware
 from vllmd.settings import Settings
 from vllmd.state.store import Store, StoreError, read_store
-
-FORM_VERSION = 1
-"""The ``version`` of the ``--form`` document; the shape only grows (CONTRACT.md §4)."""
 
 
 @dataclass(frozen=True, slots=True)
