@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import stat
-import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +23,7 @@ import msgspec
 
 from vllmd.core.errors import VllmdError
 from vllmd.core.masking import masker
+from vllmd.early import KEY_LENGTH, new_key
 from vllmd.guard import MAX_KEY_FILE_BYTES, parse_key
 from vllmd.state.atomicfile import aside_path, create_atomic
 from vllmd.state.readfile import UnreadableFile, read_small_file
@@ -34,8 +33,6 @@ log = logging.getLogger(__name__)
 KEY_FILE_MODE = 0o644
 """Dependents read the key file: it must stay readable by all."""
 
-KEY_LENGTH = 22
-KEY_ALPHABET = string.ascii_letters + string.digits
 
 ApiKey = Annotated[str, msgspec.Meta(pattern=f"^[A-Za-z0-9]{{{KEY_LENGTH}}}\\Z")]
 
@@ -51,11 +48,6 @@ class InvalidCredentials(VllmdError):
 
 
 _encoder = msgspec.json.Encoder()
-
-
-def new_key() -> str:
-    """A fresh key: 22 characters drawn from ``[A-Za-z0-9]`` with :mod:`secrets`."""
-    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
 
 
 def encode(key: str) -> bytes:
