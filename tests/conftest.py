@@ -31,6 +31,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def say_uncaptured(session: pytest.Session) -> Callable[[str], None]:
+    """A printer that reaches the terminal even under pytest's capture (a tier's slow set-up)."""
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:
+        if capture is None:
+            print(line, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            print(line, flush=True)
+
+    return say
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from container import images
+from tests.conftest import say_uncaptured
 
 FIGURES: dict[str, str] = {}
 """Measured figures, printed at the end of the session (build time, image size, time to healthy)."""
@@ -27,15 +28,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the images when container tests are selected, before any test's timeout starts."""
     if not any(item.get_closest_marker("container") for item in session.items):
         return
-    capture = session.config.pluginmanager.getplugin("capturemanager")
-
-    def say(line: str) -> object:
-        if capture is None:
-            print(line, flush=True)
-            return None
-        with capture.global_and_fixture_disabled():
-            print(line, flush=True)
-        return None
+    say = say_uncaptured(session)
 
     started = time.monotonic()
     found = images.find_engine()

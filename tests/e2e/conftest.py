@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Daemon, Volumes, free_port, wait_for
+from conftest import ROOT, Daemon, Volumes, free_port, say_uncaptured, wait_for
 
 from vllmd.core.argsplit import join_args
 from vllmd.demo import cpuenv
@@ -49,14 +49,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Prepare the CPU vLLM when e2e tests are selected, before any test's timeout starts."""
     if not any(item.get_closest_marker("e2e") for item in session.items):
         return
-    capture = session.config.pluginmanager.getplugin("capturemanager")
-
-    def say(line: str) -> None:
-        if capture is None:
-            print(line, flush=True)
-            return
-        with capture.global_and_fixture_disabled():
-            print(line, flush=True)
+    say = say_uncaptured(session)
 
     started = time.monotonic()
     try:
