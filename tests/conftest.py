@@ -45,6 +45,18 @@ def say_uncaptured(session: pytest.Session) -> Callable[[str], None]:
     return say
 
 
+def ipv6_loopback_bound(port: int) -> socket.socket | None:
+    """A socket bound to ``[::1]:port`` (IPv6 only), or None where this machine has no IPv6."""
+    v6 = socket.socket(socket.AF_INET6)
+    try:
+        v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        v6.bind(("::1", port))
+    except OSError:
+        v6.close()
+        return None
+    return v6
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Volumes, free_port, wait_for
+from tests.conftest import Volumes, free_port, ipv6_loopback_bound, wait_for
 from tests.test_probe import http_server
 from vllmd.daemon.probe import Outcome, Prober
 from vllmd.process.proc import listening_inodes, port_holders
@@ -80,11 +80,8 @@ def test_listening_sockets_are_found_for_ipv4_and_ipv6() -> None:
         v4.bind(("127.0.0.1", port))
         v4.listen()
         assert len(listening_inodes(port)) == 1
-        try:
-            v6 = socket.socket(socket.AF_INET6)
-            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            v6.bind(("::1", port))
-        except OSError:
+        v6 = ipv6_loopback_bound(port)
+        if v6 is None:
             return  # no IPv6 here
         with v6:
             v6.listen()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, ipv6_loopback_bound
 from vllmd.process import sockdiag
 from vllmd.process.proc import listening_inodes
 
@@ -26,11 +26,8 @@ def test_netlink_finds_the_listeners_proc_finds_for_ipv4_and_ipv6() -> None:
         if found is None:
             pytest.skip("netlink sock_diag is refused here")
         assert len(found) == 1 and found == listening_inodes(port, THROUGH_PROC)
-        try:
-            v6 = socket.socket(socket.AF_INET6)
-            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            v6.bind(("::1", port))
-        except OSError:
+        v6 = ipv6_loopback_bound(port)
+        if v6 is None:
             return  # no IPv6 here
         with v6:
             v6.listen()
