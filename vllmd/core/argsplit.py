@@ -13,7 +13,13 @@ import shlex
 from collections.abc import Sequence
 
 from vllmd.core.errors import VllmdError
-from vllmd.core.launch import fixed_flag_of, hide_secrets, model_of, secret_flag_of
+from vllmd.core.launch import (
+    fixed_flag_of,
+    hide_secrets,
+    model_of,
+    secret_flag_of,
+    secret_values,
+)
 from vllmd.core.masking import MASK
 from vllmd.core.schema import ENV_NAME_PATTERN, EnvVar
 
@@ -148,7 +154,7 @@ def keep_masked_secrets(args: Sequence[str], stored: Sequence[str]) -> list[str]
     The form shows secret values as ``***`` (:func:`shown_custom`); submitted unchanged, they
     mean "keep what is stored". Raises :class:`ArgsError` when nothing is stored to keep.
     """
-    known = dict(_secret_values(stored))
+    known = dict(secret_values(stored))
 
     def kept(flag: str, value: str) -> str:
         if value != MASK:
@@ -175,21 +181,3 @@ def keep_masked_secrets(args: Sequence[str], stored: Sequence[str]) -> list[str]
         pending = flag
         out.append(arg)
     return out
-
-
-def _secret_values(args: Sequence[str]) -> list[tuple[str, str]]:
-    """(flag, value) for every secret flag in ``args``, in either form."""
-    found: list[tuple[str, str]] = []
-    pending: str | None = None
-    for arg in args:
-        if pending is not None:
-            found.append((pending, arg))
-            pending = None
-            continue
-        flag = secret_flag_of(arg)
-        _, eq, value = arg.partition("=")
-        if flag is not None and eq:
-            found.append((flag, value))
-        else:
-            pending = flag
-    return found

@@ -217,15 +217,24 @@ def _seconds_arg(seconds: float) -> str:
 
 def secrets_of(store: Store) -> list[str]:
     """The secret values a launch from ``store`` carries: ``serveEnv`` values, secret flags'."""
-    found = [var.value for var in store.serveEnv]
-    args = store.serveArgs
-    for i, arg in enumerate(args):
+    return [var.value for var in store.serveEnv] + [v for _, v in secret_values(store.serveArgs)]
+
+
+def secret_values(args: Sequence[str]) -> list[tuple[str, str]]:
+    """(flag, value) for every secret flag in ``args``, in either form, abbreviations included."""
+    found: list[tuple[str, str]] = []
+    pending: str | None = None
+    for arg in args:
+        if pending is not None:
+            found.append((pending, arg))
+            pending = None
+            continue
+        flag = secret_flag_of(arg)
         _, eq, value = arg.partition("=")
-        if secret_flag_of(arg) is not None:
-            if eq:
-                found.append(value)
-            elif i + 1 < len(args):
-                found.append(args[i + 1])
+        if flag is not None and eq:
+            found.append((flag, value))
+        else:
+            pending = flag
     return found
 
 
