@@ -62,7 +62,7 @@ async def test_health_turns_to_failure_when_the_grace_runs_out_without_a_tick(
     settings.run_dir.mkdir(parents=True)
     status = Status()
     publisher = HealthPublisher(settings.health_path, os.getpid())
-    status.set(phase=Phase.STARTING, config_started_at=time.monotonic(), model="org/m")
+    status.started("org/m", new_config_at=time.monotonic())
     began = time.monotonic()
     async with anyio.create_task_group() as tg:
         tg.start_soon(publish_health, settings, status, publisher)
@@ -87,7 +87,7 @@ async def test_progress_while_loading_is_published_as_it_comes(tmp_path: Path) -
     status = Status()
     status.progress.reset(time.monotonic())
     publisher = HealthPublisher(settings.health_path, os.getpid())
-    status.set(phase=Phase.STARTING, config_started_at=time.monotonic(), model="org/m")
+    status.started("org/m", new_config_at=time.monotonic())
     async with anyio.create_task_group() as tg:
         tg.start_soon(publish_health, settings, status, publisher)
         tg.start_soon(sample_downloads, settings, status, 0.02)

@@ -102,15 +102,16 @@ async def test_a_program_that_cannot_start_is_an_exit_127(tmp_path: Path) -> Non
 
 
 async def test_an_interrupted_stop_never_sends_a_second_sigterm(tmp_path: Path) -> None:
+    escalated = anyio.Event()  # what the daemon's second stop signal sets
     async with anyio.create_task_group() as tg:
         supervisor = Supervisor(tg, Reaper(reap_orphans=False), _output([]), lambda _: None,
-                                stop_timeout_s=60)  # fmt: skip
+                                stop_timeout_s=60, escalated=escalated)  # fmt: skip
         child = await supervisor.start(_launch(tmp_path, "--fake-ignore-sigterm"))
         await _listening(tmp_path)
         with anyio.move_on_after(0.5):
             await supervisor.stop()  # interrupted: it ignores TERM
         assert child.alive
-        supervisor.escalate()
+        escalated.set()
         with anyio.fail_after(10):
             await supervisor.stop()
         tg.cancel_scope.cancel()

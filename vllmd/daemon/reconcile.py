@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -160,8 +160,7 @@ class Reconciler:
                     return settled
                 bell.changes_read()
             desired = self._files.read()
-            if self._files.store_problem != self._status.record.store_problem:
-                self._status.set(store_problem=self._files.store_problem)
+            self._status.store_read(self._files.store_problem)
             decision = decide(desired, self._running(), self._restart_at)
             if not decision.due(now):
                 return decision.at
@@ -182,7 +181,7 @@ class Reconciler:
         elif act is Act.REPLACE:
             log.info("the configuration changed: restarting vLLM")
             # Loading from now on, not "ready" while the old one stops.
-            status.set(phase=Phase.STARTING, config_started_at=self._clock())
+            status.replacing(self._clock())
             await supervisor.stop()
         elif act is Act.STOP_WEDGED:
             assert child is not None
@@ -196,7 +195,7 @@ class Reconciler:
                 log.info("no model selected: stopping vLLM")
                 await supervisor.stop()
             self._child, self._restart_at = None, None
-            status.set(phase=Phase.NO_MODEL, exit=None, config_started_at=None, model=None)
+            status.no_model()
 
     async def _start(self, launch: Launch, *, new_config: bool) -> None:
         status = self._status
@@ -210,8 +209,7 @@ class Reconciler:
         status.tail.clear()
         self._readiness = Readiness()
         self._last_start = now
-        fresh = {"config_started_at": now, "exit": None} if new_config else {}
-        status.set(phase=Phase.STARTING, stuck_pids=(), model=launch.model, **fresh)
+        status.started(launch.model, new_config_at=now if new_config else None)
         self._prepare_launch()
         self._child = await self._supervisor.start(launch)
         status.touch()  # the probe waits for a child to probe
@@ -242,7 +240,7 @@ class Reconciler:
         self._exit_noted = child
         self._schedule_restart(child, Phase.CRASHED)
 
-    def _schedule_restart(self, child: Child, phase: Phase) -> None:
+    def _schedule_restart(self, child: Child, phase: Literal[Phase.CRASHED, Phase.WEDGED]) -> None:
         ready_since = self._readiness.ready_since
         ready_for = None
         if ready_since is not None and child.exited_at is not None:
@@ -254,10 +252,10 @@ class Reconciler:
         if child.spawn_error is not None and diagnosis is None:
             diagnosis = diagnose(f"ERROR cannot start {child.launch.argv[0]}: {child.spawn_error}")
         returncode = child.returncode if child.returncode is not None else -1
-        self._status.set(
-            phase=phase,
-            exit=ExitInfo(returncode=returncode, restart_delay_s=delay, diagnosis=diagnosis),
-            stuck_pids=child.stuck_pids,
+        self._status.exited(
+            phase,
+            ExitInfo(returncode=returncode, restart_delay_s=delay, diagnosis=diagnosis),
+            child.stuck_pids,
         )
         log.info("restarting vLLM in %.0f s (%s)", delay, describe_exit(child.returncode))
 
@@ -281,9 +279,9 @@ class Reconciler:
             return Seen.NOTHING_NEW  # a stale answer: that vLLM is gone or going
         seen = self._readiness.observe(ok, self._clock())
         if seen is Seen.BECAME_READY:
-            self._status.set(phase=Phase.READY)
+            self._status.ready()
         elif seen is Seen.WEDGED:
-            self._status.set(phase=Phase.WEDGED)
+            self._status.wedged()
             self._bell.ring()
         return seen
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 import anyio
@@ -30,7 +30,7 @@ from vllmd.daemon.status import Status
 from vllmd.logs import vllm_line_json
 from vllmd.process.logpump import LinePump, stream_sink
 from vllmd.process.outstream import OutStream
-from vllmd.process.supervisor import Output
+from vllmd.process.supervisor import Output, first_of
 from vllmd.settings import Settings
 from vllmd.state.disk import tree_size
 
@@ -171,7 +171,7 @@ async def probe_vllm(
         if said is not None and time.monotonic() < said + HINT_WINDOW_S:
             interval = HINT_RETRY_S
         with anyio.move_on_after(interval):
-            await _first_of(child.exited.wait, hint.wait)
+            await first_of(child.exited.wait, hint.wait)
 
 
 async def sample_downloads(settings: Settings, status: Status, every_s: float = SAMPLE_S) -> None:
@@ -187,15 +187,3 @@ async def sample_downloads(settings: Settings, status: Status, every_s: float = 
         if status.progress.progress() != before:
             status.touch()
         await anyio.sleep(every_s)
-
-
-async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
-    """Return as soon as one of ``waits`` returns."""
-    async with anyio.create_task_group() as tg:
-
-        async def one(wait: Callable[[], Awaitable[object]]) -> None:
-            await wait()
-            tg.cancel_scope.cancel()
-
-        for wait in waits:
-            tg.start_soon(one, wait)

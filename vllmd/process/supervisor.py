@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -237,7 +237,7 @@ class Supervisor:
             left = child.grace_s - (self._clock() - child.term_sent_at)
             if not self._escalated.is_set() and left > 0:
                 with anyio.move_on_after(left):
-                    await _first_of(child.exited, self._escalated)
+                    await first_of(child.exited.wait, self._escalated.wait)
             if child.alive:
                 if self._escalated.is_set():
                     log.warning("second stop request: killing vLLM's group %d now", child.pid)
@@ -278,23 +278,19 @@ class Supervisor:
                 log.info("stopping vLLM (pid %d) with SIGTERM", child.pid)
         return child
 
-    def escalate(self) -> None:
-        """Make a stop in progress (or the next one) kill the group at once."""
-        self._escalated.set()
-
 
 def _killpg(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def _first_of(*events: anyio.Event) -> None:
-    """Return as soon as one of ``events`` is set."""
+async def first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as one of ``waits`` (``event.wait``…) returns; cancel the others."""
     async with anyio.create_task_group() as tg:
 
-        async def wait(event: anyio.Event) -> None:
-            await event.wait()
+        async def one(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
             tg.cancel_scope.cancel()
 
-        for event in events:
-            tg.start_soon(wait, event)
+        for wait in waits:
+            tg.start_soon(one, wait)
