@@ -63,6 +63,7 @@ CORE_MAY_IMPORT = frozenset(
         "collections",
         "dataclasses",
         "enum",
+        "fnmatch",  # glob patterns over names (the hub's file selection), no file system
         "functools",
         "itertools",
         "math",
