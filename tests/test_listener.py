@@ -7,19 +7,24 @@ vLLM's process tree; a crash for a taken port says who holds it.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+from daemon_support import World
 
 from tests.conftest import Volumes, free_port, ipv6_loopback_bound, wait_for
 from tests.test_probe import http_server
-from vllmd.daemon.probe import Outcome, Prober
+from vllmd.core.health import Phase
+from vllmd.daemon.probe import Outcome, Prober, ProbeResult, prove_ours
+from vllmd.daemon.tasks import probe_vllm
 from vllmd.process.proc import listening_inodes, port_holders
 
 pytestmark = pytest.mark.anyio
@@ -43,34 +48,79 @@ async def test_a_healthy_answer_counts_only_from_a_socket_our_tree_holds(bystand
     # given: a server on the port that answers /health with 200, held by this process
     async with http_server([200]) as port:
         assert port_holders(port) == [os.getpid()]
-        # when: the probe asks, with vLLM's tree being some other process
-        async with Prober("127.0.0.1", port, owners=lambda: [bystander]) as prober:
-            foreign = await prober.check()
+        # when: the proof is asked with vLLM's tree being some other process
+        foreign = await prove_ours(port, lambda: [bystander])
         # then: not our vLLM listening, and the holder named
         assert foreign.outcome is Outcome.NOT_LISTENING
         assert f"pid {os.getpid()}" in foreign.reason
         # when: the tree is the holder
-        async with Prober("127.0.0.1", port, owners=lambda: [bystander, os.getpid()]) as prober:
-            ours = await prober.check()
+        ours = await prove_ours(port, lambda: [bystander, os.getpid()])
         # then: healthy
         assert ours.ok
 
 
-async def test_a_socket_proven_ours_is_not_proven_again_at_every_probe(bystander: int) -> None:
-    # given: our tree holds the listening socket, and the probe has proven it once
-    asked: list[int] = []
+class Counted:
+    """The real prober, counting its checks; ``fail_next`` checks answer NOT_LISTENING."""
+
+    def __init__(self, prober: Prober) -> None:
+        self.prober = prober
+        self.asked = 0
+        self.fail_next = 0
+
+    async def check(self) -> ProbeResult:
+        self.asked += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            return ProbeResult.NOT_LISTENING
+        return await self.prober.check()
+
+
+async def test_the_listener_is_proven_once_per_launch_and_again_after_a_failed_probe(
+    tmp_path: Path, bystander: int
+) -> None:
+    # given: our vLLM (the reconciler's child) serves /health on a port this process holds
+    world = World(tmp_path)
+    world.select("org/a")
+    await world.reconcile()
+    proofs: list[int] = []
 
     def owners() -> list[int]:
-        asked.append(1)
+        proofs.append(1)
         return [bystander, os.getpid()]
 
-    async with http_server([200]) as port, Prober("127.0.0.1", port, owners=owners) as prober:
-        assert (await prober.check()).ok
-        # when: it probes again and again (every 2 s once ready)
-        for _ in range(5):
-            assert (await prober.check()).ok
-    # then: vLLM's processes were scanned once, not at every probe (an idle cost)
-    assert len(asked) == 1
+    async with http_server([200]) as port, anyio.create_task_group() as tg:
+        prober = Counted(Prober("127.0.0.1", port))
+        loop = functools.partial(probe_vllm, prober, port, world.reconciler, world.status,
+                                 0.001, 0.001, owners=owners)  # fmt: skip
+        tg.start_soon(loop)
+        # when: it probes again and again once ready (every 2 s in the daemon)
+        await until(lambda: world.phase is Phase.READY and prober.asked >= 10)
+        # then: the owner was proven once, not at every probe (an idle cost)
+        assert len(proofs) == 1
+        # when: a probe fails, and the next answers 200 again
+        prober.fail_next = 1
+        asked = prober.asked
+        await until(lambda: prober.asked >= asked + 10)
+        # then: proven once more
+        assert len(proofs) == 2
+        # when: a new launch (another model) becomes ready
+        first = world.supervisor.child
+        world.clock.advance(5.0)
+        world.select("org/b")
+        await world.reconcile()
+        assert world.supervisor.child is not first
+        asked = prober.asked
+        await until(lambda: world.phase is Phase.READY and prober.asked >= asked + 10)
+        tg.cancel_scope.cancel()
+    # then: its listener was proven too, once
+    assert len(proofs) == 3
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for ``condition()``, checking every few ms, under a deadline."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.005)
 
 
 def test_listening_sockets_are_found_for_ipv4_and_ipv6() -> None:

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
 
 import anyio
 from anyio.abc import SocketStream
 
-from vllmd.process.proc import PROC, describe, listening_inodes, port_holders, socket_inodes
+from vllmd.process.proc import describe, listening_inodes, port_holders, socket_inodes
 
 __all__ = [
     "READY_INTERVAL_S",
@@ -33,6 +32,7 @@ __all__ = [
     "Prober",
     "StartupHint",
     "loopback_host",
+    "prove_ours",
 ]
 
 STARTING_INTERVAL_S = 0.25
@@ -142,10 +142,6 @@ class Prober:
         port: vLLM's listen port.
         connect_timeout_s: how long the TCP connect may take.
         request_timeout_s: how long ``GET /health`` may take, from connect to the last byte.
-        owners: the pids of our vLLM's process tree, asked on each healthy answer; the answer
-            counts only when one of them holds the listening socket (another program on the
-            port answering 200 is not our vLLM). ``None`` skips the check.
-        proc_root: where ``/proc`` is, for the ownership check.
     """
 
     def __init__(
@@ -155,8 +151,6 @@ class Prober:
         *,
         connect_timeout_s: float = 0.5,
         request_timeout_s: float = 2.0,
-        owners: Callable[[], Iterable[int]] | None = None,
-        proc_root: Path = PROC,
     ) -> None:
         self.host = loopback_host(host)
         self.port = port
@@ -168,12 +162,6 @@ class Prober:
             f"GET /health HTTP/1.1\r\nHost: {netloc}:{port}\r\nUser-Agent: vllmd-probe\r\n"
             "Connection: close\r\n\r\n"
         ).encode()
-        self._owners = owners
-        self._proc_root = proc_root
-        self._proven: frozenset[int] = frozenset()
-        """The listening sockets last found in our vLLM's hands: while the port is held by
-        these, a 200 is ours without scanning vLLM's processes again (every 2 s once ready,
-        that scan cost the idle daemon 0.6 CPU-s a minute on a busy host)."""
 
     async def check(self) -> ProbeResult:
         """Probe once: connect, then ``GET /health``. Never raises for a network failure."""
@@ -187,29 +175,7 @@ class Prober:
         except OSError as exc:  # refused, or the address is not there (no IPv6, say)
             return ProbeResult(Outcome.NOT_LISTENING, reason=_reason(exc))
         async with stream:
-            result = await self._get_health(stream)
-        if result.ok and self._owners is not None:
-            return self._ours(result)
-        return result
-
-    def _ours(self, result: ProbeResult) -> ProbeResult:
-        """``result``, or NOT_LISTENING when the socket on the port belongs to someone else."""
-        inodes = listening_inodes(self.port, self._proc_root)
-        if inodes and inodes <= self._proven:
-            return result
-        if not inodes:
-            return result  # /proc/net/tcp unreadable or in another namespace: cannot tell
-        assert self._owners is not None
-        for pid in self._owners():
-            if socket_inodes(pid, self._proc_root) & inodes:
-                self._proven = frozenset(inodes)
-                return result
-        holders = [pid for pid in port_holders(self.port, self._proc_root)]
-        who = ", ".join(describe(pid, self._proc_root) for pid in holders) or "another process"
-        return ProbeResult(
-            Outcome.NOT_LISTENING,
-            reason=f"port {self.port} answers, but it is held by {who}, not by our vLLM",
-        )
+            return await self._get_health(stream)
 
     async def _get_health(self, stream: SocketStream) -> ProbeResult:
         try:
@@ -242,6 +208,35 @@ class Prober:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def prove_ours(port: int, owners: Callable[[], Iterable[int]]) -> ProbeResult:
+    """Whether the socket listening on ``port`` is held by one of ``owners()`` (our vLLM's
+    process tree): HEALTHY when it is, or when no listener is visible (no ``/proc/net/tcp`` here:
+    cannot tell); else NOT_LISTENING naming the holder (another program answering 200 on the port
+    is not our vLLM).
+
+    The owner of a listening socket cannot change while it is held, so the probe loop asks this
+    once per launch, at its first 200, and again only after a failed probe. It reads ``/proc``
+    (the whole socket table, and every process when the holder is not ours), in a worker thread.
+    """
+    holder = await anyio.to_thread.run_sync(_foreign_holder, port, owners)
+    if holder is None:
+        return ProbeResult.HEALTHY
+    return ProbeResult(
+        Outcome.NOT_LISTENING,
+        reason=f"port {port} answers, but it is held by {holder}, not by our vLLM",
+    )
+
+
+def _foreign_holder(port: int, owners: Callable[[], Iterable[int]]) -> str | None:
+    inodes = listening_inodes(port)
+    if not inodes:
+        return None
+    for pid in owners():
+        if socket_inodes(pid) & inodes:
+            return None
+    return ", ".join(describe(pid) for pid in port_holders(port)) or "another process"
 
 
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})[ \r]")

@@ -24,13 +24,14 @@ from vllmd.daemon.probe import (
     Prober,
     ProbeResult,
     StartupHint,
+    prove_ours,
 )
 from vllmd.daemon.reconcile import Reconciler
 from vllmd.daemon.status import Status
 from vllmd.logs import vllm_line_json
 from vllmd.process.logpump import LinePump, stream_sink
 from vllmd.process.outstream import OutStream
-from vllmd.process.supervisor import Output, first_of
+from vllmd.process.supervisor import Child, Output, first_of
 from vllmd.settings import Settings
 from vllmd.state.disk import tree_size
 
@@ -115,7 +116,7 @@ async def run_probe(
     """Probe the running vLLM with the real prober at the contract's cadence (and at once on
     vLLM's ``hint``); a 200 counts only from a socket that ``owners`` (vLLM's process tree)
     holds."""
-    prober = Prober(settings.host, settings.port, owners=owners)
+    prober = Prober(settings.host, settings.port)
     try:
         await probe_vllm(
             prober,
@@ -125,6 +126,7 @@ async def run_probe(
             STARTING_INTERVAL_S,
             READY_INTERVAL_S,
             hint=hint,
+            owners=owners,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -140,17 +142,26 @@ async def probe_vllm(
     ready_interval_s: float,
     *,
     hint: StartupHint | None = None,
+    owners: Callable[[], Iterable[int]] | None = None,
 ) -> None:
     """Ask ``prober`` about the vLLM the reconciler wants probed and tell it the answers: often
     while it loads (readiness is noticed fast), less often once it is ready. While it loads,
     vLLM's ``hint`` (its server says it is up) wakes the loop at once, and for a moment after
-    it the probe asks every few milliseconds: the socket listens just after the line."""
+    it the probe asks every few milliseconds: the socket listens just after the line.
+
+    With ``owners`` (vLLM's process tree), the first 200 of each launch counts only once the
+    listening socket is proven theirs (:func:`~vllmd.daemon.probe.prove_ours`); the proof holds
+    until the next launch or a failed probe."""
+    proven: Child | None = None  # the launch whose listener was proven ours
     while True:
         child = reconciler.probe_target()
         if child is None:
             await status.changed()  # a start touches the status
             continue
         result = await prober.check()
+        if result.ok and owners is not None and proven is not child:
+            result = await prove_ours(port, owners)
+        proven = child if result.ok else None
         seen = reconciler.on_probe(child, result.ok)
         if seen is Seen.BECAME_READY:
             log.info("vLLM is ready on port %d", port)
