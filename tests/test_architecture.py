@@ -27,6 +27,7 @@ ROOT = PACKAGE.parent
 
 LAYERS: dict[str, int] = {
     "vllmd.__main__": 8,
+    "vllmd.early": 3,
     "vllmd.cli": 7,
     "vllmd.demo": 7,
     "vllmd.daemon": 6,
@@ -38,12 +39,17 @@ LAYERS: dict[str, int] = {
     "vllmd.logs": 1,
     "vllmd.core": 0,
     "vllmd.guard": 0,
+    "vllmd.options": 0,
+    "vllmd.apikey": 0,
     "vllmd": 0,  # the package itself: its version
 }
 """Each part of the package and its height: a module imports only parts below its own, or its
 own part. ``settings`` and ``logs`` sit just above the core: the one frozen ``Settings`` is built
 at the top and passed down, so every layer that takes it imports its type (and nothing but the
-core is beneath it); the log formats are used by the daemon for vLLM's lines."""
+core is beneath it); the log formats are used by the daemon for vLLM's lines. ``early`` runs
+first, under ``__main__``, and writes through ``state``; its record goes to ``cli`` and the daemon.
+``options`` (the spellings, no imports) and ``apikey`` (the key's generator and file name, ``os``
+only) are leaves that ``settings``, ``state`` and ``early`` share."""
 
 ALSO_ALLOWED = {
     # core/launch names the guard's key-file variable and its class path (what vLLM's

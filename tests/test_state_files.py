@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from vllmd.apikey import KEY_LENGTH, new_key
 from vllmd.core.masking import MASK, Masker, redact
 from vllmd.state.atomicfile import create_atomic, write_atomic
-from vllmd.state.credentials import KEY_LENGTH, ensure_key, new_key, read_key
+from vllmd.state.credentials import ensure_key, read_key
 from vllmd.state.store import StoreError, read_store, update_store
 
 

@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
+from vllmd.apikey import new_key
 from vllmd.core.backoff import Backoff
 from vllmd.core.exits import describe_exit, signal_name
 from vllmd.core.health import ExitInfo, crash_message
 from vllmd.core.masking import MASK, masker
 from vllmd.process.logpump import CHUNK, LinePump
 from vllmd.process.proc import group_members
-from vllmd.state.credentials import new_key
 
 
 def test_backoff_doubles_from_one_second_and_caps_at_sixty() -> None:

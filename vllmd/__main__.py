@@ -14,10 +14,10 @@ from vllmd.early import early_start
 
 def main() -> int:
     """The ``vllmd`` command: the early files for ``run``, then the command line proper."""
-    early_start(sys.argv[1:], os.environ)
+    early = early_start(sys.argv[1:], os.environ)
     from vllmd.cli import main as cli_main
 
-    return cli_main()
+    return cli_main(early=early)
 
 
 if __name__ == "__main__":

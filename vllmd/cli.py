@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING
 
 from vllmd import __version__
 from vllmd.settings import (
+    DEMO_OPTIONS,
     RUN_OPTIONS,
     VOLUME_OPTIONS,
     Settings,
@@ -21,19 +24,22 @@ from vllmd.settings import (
     settings_from,
 )
 
+if TYPE_CHECKING:
+    from vllmd.early import Early
+
 EXIT_USAGE = 2
 """A flag or environment variable held a value that cannot be used (argparse's own code)."""
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _run(args: argparse.Namespace, settings: Settings, *, early: Early | None) -> int:
     import logging
     import os
 
     from vllmd.daemon.serve import run
 
-    code = run(settings)
+    code = run(settings, early)
     # vLLM is stopped and our files are written: skip the interpreter's own teardown, which
     # takes longer than the whole stop (tens of milliseconds that a container stop waits for).
     logging.shutdown()
@@ -65,8 +71,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo_command(args, settings)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def build_parser(early: Early | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand; ``run`` takes over ``early``'s record."""
     parser = argparse.ArgumentParser(
         prog="vllmd", description="Run the vLLM server as an appliance."
     )
@@ -78,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[volumes], help="run the daemon (PID 1 in the image)")
     add_options(run, RUN_OPTIONS)
-    run.set_defaults(func=_run)
+    run.set_defaults(func=partial(_run, early=early))
 
     health = sub.add_parser(
         "health", parents=[volumes], help="print the daemon's health; exit 0 success, 1 not, 2 none"
@@ -89,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="bring up a real small chat model on this machine's CPU, under ./.vllmd/"
     )
-    add_options(demo, ("data", "public", "run_dir", "port", "log_format"))
+    add_options(demo, DEMO_OPTIONS)
     demo.set_defaults(func=_demo)
 
     from vllmd.actions.cli import register
@@ -98,9 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, build the settings once, and run the chosen subcommand."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, early: Early | None = None) -> int:
+    """Parse ``argv``, build the settings once, and run the chosen subcommand.
+
+    ``early`` is what ``run``'s first milliseconds did (:func:`vllmd.early.early_start`).
+    """
+    parser = build_parser(early)
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)

@@ -1,8 +1,9 @@
 """One frozen settings object, built once from flags and environment, passed down.
 
-Every option is spelled exactly once, in :data:`OPTIONS`: its flag, its environment variable, its
-default and how its text is parsed. The command line adds the flags from here, and
-:func:`settings_from` resolves each value as flag, else environment, else default.
+Every option is spelled once, in :mod:`vllmd.options` (flag, environment variable, default, the
+lists it belongs to); each :class:`Settings` field carries its spelling and the parser of its text.
+:data:`OPTIONS` and the lists the command line adds (:func:`option_names`) derive from the fields,
+and :func:`settings_from` resolves each value as flag, else environment, else default.
 """
 
 from __future__ import annotations
@@ -10,78 +11,36 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+from vllmd import options
+from vllmd.apikey import KEY_FILE
 from vllmd.core.choices import AUTH_MODES, LOG_FORMATS, VARIANTS, AuthMode, LogFormat, Variant
 from vllmd.core.errors import VllmdError
+from vllmd.options import Spelling
 
 C = TypeVar("C", bound=str)
+T = TypeVar("T")
 
 
 class SettingsError(VllmdError):
     """Raised when a flag or environment variable holds a value that cannot be used."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What the daemon and the commands need to know, resolved once."""
+class _Choice(Generic[C]):
+    """Parses one of ``allowed`` exactly; its ``metavar`` lists them for ``--help``."""
 
-    data: Path = Path("/data")
-    public: Path = Path("/public")
-    run_dir: Path = Path("/run/vllmd")
-    vllm: str = "vllm"
-    host: str = "0.0.0.0"
-    port: int = 8000
-    loading_grace_s: float = 2_100.0
-    loading_cap_s: float = 14_400.0
-    stop_timeout_s: float = 30.0
-    drain_timeout_s: float = 5.0
-    variant: Variant = "cpu"
-    ldconfig: bool = True
-    log_format: LogFormat = "text"
-    auth: AuthMode = "guard"
-    watch_step_ms: int = 30
+    def __init__(self, allowed: tuple[C, ...]) -> None:
+        self.allowed = allowed
+        self.metavar = "|".join(allowed)
 
-    @property
-    def models_dir(self) -> Path:
-        """The HuggingFace cache: ``DATA/models``."""
-        return self.data / "models"
-
-    @property
-    def cache_dir(self) -> Path:
-        """``DATA/cache``: the compile caches of vLLM, Inductor and Triton, kept across runs."""
-        return self.data / "cache"
-
-    @property
-    def store_path(self) -> Path:
-        """``DATA/store.json``: the serve arguments and the remembered selection."""
-        return self.data / "store.json"
-
-    @property
-    def credentials_path(self) -> Path:
-        """``PUBLIC/credentials.json``: the API key that dependents read."""
-        return self.public / "credentials.json"
-
-    @property
-    def health_path(self) -> Path:
-        """``RUN_DIR/health.json``: what the daemon last said about its health."""
-        return self.run_dir / "health.json"
-
-
-def _choice(allowed: tuple[C, ...]) -> Callable[[str], C]:
-    def parse(text: str) -> C:
-        for choice in allowed:
+    def __call__(self, text: str) -> C:
+        for choice in self.allowed:
             if text == choice:
                 return choice
-        raise ValueError(f"expected one of {', '.join(allowed)}")
-
-    return parse
-
-
-def _metavar(allowed: tuple[str, ...]) -> str:
-    return "|".join(allowed)
+        raise ValueError(f"expected one of {', '.join(self.allowed)}")
 
 
 def _port(text: str) -> int:
@@ -122,117 +81,106 @@ def _flag_bool(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its flag, environment variable, parser and help text."""
+    """One setting: its spelling, the parser of its text, and its value's name in ``--help``."""
 
     dest: str
-    flags: tuple[str, ...]
-    env: str
+    spelling: Spelling
     parse: Callable[[str], object]
-    help: str
-    metavar: str | None = None
-    store_false: bool = False
+    metavar: str | None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The command-line flags."""
+        return (self.spelling.flag,)
+
+    @property
+    def env(self) -> str:
+        """The environment variable."""
+        return self.spelling.env
+
+    @property
+    def store_false(self) -> bool:
+        """Whether the flag is a switch that turns a default-true option off (``--no-...``)."""
+        return self.spelling.flag.startswith("--no-")
+
+
+def _option(spelling: Spelling, parse: Callable[[str], T]) -> T:
+    """A Settings field for ``spelling``: its default parsed from the spelling's text."""
+    default = parse(spelling.default)
+    return field(default=default, metadata={"spelling": spelling, "parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the daemon and the commands need to know, resolved once.
+
+    Each field carries its option (:func:`_option`): the spelling from :mod:`vllmd.options` and
+    the parser of its text; the default is that parser applied to the spelling's default.
+    """
+
+    data: Path = _option(options.DATA, _path)
+    public: Path = _option(options.PUBLIC, _path)
+    run_dir: Path = _option(options.RUN_DIR, _path)
+    vllm: str = _option(options.VLLM, str)
+    host: str = _option(options.HOST, str)
+    port: int = _option(options.PORT, _port)
+    loading_grace_s: float = _option(options.LOADING_GRACE, _seconds)
+    loading_cap_s: float = _option(options.LOADING_CAP, _seconds)
+    stop_timeout_s: float = _option(options.STOP_TIMEOUT, _seconds)
+    drain_timeout_s: float = _option(options.DRAIN_TIMEOUT, _seconds)
+    variant: Variant = _option(options.VARIANT, _Choice(VARIANTS))
+    ldconfig: bool = _option(options.LDCONFIG, _flag_bool)
+    log_format: LogFormat = _option(options.LOG_FORMAT, _Choice(LOG_FORMATS))
+    auth: AuthMode = _option(options.AUTH, _Choice(AUTH_MODES))
+    watch_step_ms: int = _option(options.WATCH_STEP, _millis)
+
+    @property
+    def models_dir(self) -> Path:
+        """The HuggingFace cache: ``DATA/models``."""
+        return self.data / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        """``DATA/cache``: the compile caches of vLLM, Inductor and Triton, kept across runs."""
+        return self.data / "cache"
+
+    @property
+    def store_path(self) -> Path:
+        """``DATA/store.json``: the serve arguments and the remembered selection."""
+        return self.data / options.STORE_FILE
+
+    @property
+    def credentials_path(self) -> Path:
+        """``PUBLIC/credentials.json``: the API key that dependents read."""
+        return self.public / KEY_FILE
+
+    @property
+    def health_path(self) -> Path:
+        """``RUN_DIR/health.json``: what the daemon last said about its health."""
+        return self.run_dir / options.HEALTH_FILE
 
 
 OPTIONS: dict[str, Option] = {
-    o.dest: o
-    for o in (
-        Option("data", ("--data",), "VLLMD_DATA", _path, "data volume", "DIR"),
-        Option("public", ("--public",), "VLLMD_PUBLIC", _path, "public volume", "DIR"),
-        Option("run_dir", ("--run-dir",), "VLLMD_RUN_DIR", _path, "runtime folder", "DIR"),
-        Option("vllm", ("--vllm",), "VLLMD_VLLM", str, "the vLLM program", "PROGRAM"),
-        Option("host", ("--host",), "VLLMD_HOST", str, "vLLM's listen host", "HOST"),
-        Option("port", ("--port",), "VLLMD_PORT", _port, "vLLM's listen port", "PORT"),
-        Option(
-            "loading_grace_s",
-            ("--loading-grace",),
-            "VLLMD_LOADING_GRACE",
-            _seconds,
-            "seconds vLLM may take to come up before health says failure",
-            "S",
-        ),
-        Option(
-            "loading_cap_s",
-            ("--loading-cap",),
-            "VLLMD_LOADING_CAP",
-            _seconds,
-            "hard cap in seconds on loading while a download keeps progressing",
-            "S",
-        ),
-        Option(
-            "stop_timeout_s",
-            ("--stop-timeout",),
-            "VLLMD_STOP_TIMEOUT",
-            _seconds,
-            "seconds between SIGTERM and SIGKILL when stopping vLLM",
-            "S",
-        ),
-        Option(
-            "drain_timeout_s",
-            ("--drain-timeout",),
-            "VLLMD_DRAIN_TIMEOUT",
-            _seconds,
-            "seconds vLLM may spend finishing in-flight requests on a planned stop "
-            "(its --shutdown-timeout); the stop timeout counts from the end of it",
-            "S",
-        ),
-        Option(
-            "variant",
-            ("--variant",),
-            "VLLMD_VARIANT",
-            _choice(VARIANTS),
-            "image variant",
-            _metavar(VARIANTS),
-        ),
-        Option(
-            "ldconfig",
-            ("--no-ldconfig",),
-            "VLLMD_LDCONFIG",
-            _flag_bool,
-            "skip the ldconfig run at start",
-            store_false=True,
-        ),
-        Option(
-            "log_format",
-            ("--log-format",),
-            "VLLMD_LOG_FORMAT",
-            _choice(LOG_FORMATS),
-            "log line format",
-            _metavar(LOG_FORMATS),
-        ),
-        Option(
-            "auth",
-            ("--auth",),
-            "VLLMD_AUTH",
-            _choice(AUTH_MODES),
-            "how vLLM checks the key: guard (live key, no restart on rotation) or flag (--api-key)",
-            _metavar(AUTH_MODES),
-        ),
-        Option(
-            "watch_step_ms",
-            ("--watch-step-ms",),
-            "VLLMD_WATCH_STEP_MS",
-            _millis,
-            "polling fallback only: how often watchfiles looks at what it collected",
-            "MS",
-        ),
+    f.name: Option(
+        f.name,
+        f.metadata["spelling"],
+        f.metadata["parse"],
+        f.metadata["spelling"].metavar or getattr(f.metadata["parse"], "metavar", None),
     )
+    for f in fields(Settings)
 }
+"""Every setting's option, by field name, in the fields' order."""
 
-VOLUME_OPTIONS = ("data", "public", "run_dir")
-RUN_OPTIONS = (
-    "vllm",
-    "host",
-    "port",
-    "loading_grace_s",
-    "loading_cap_s",
-    "stop_timeout_s",
-    "drain_timeout_s",
-    "variant",
-    "ldconfig",
-    "log_format",
-    "auth",
-    "watch_step_ms",
-)
+
+def option_names(group: str) -> tuple[str, ...]:
+    """The settings whose option belongs to ``group`` (:mod:`vllmd.options`), in field order."""
+    return tuple(name for name, option in OPTIONS.items() if group in option.spelling.groups)
+
+
+VOLUME_OPTIONS = option_names(options.VOLUMES)
+RUN_OPTIONS = option_names(options.RUN)
+DEMO_OPTIONS = option_names(options.DEMO)
+DETECT_OPTIONS = option_names(options.DETECT)
 
 _DEFAULTS = Settings()
 
@@ -242,7 +190,7 @@ def add_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
     for name in names:
         option = OPTIONS[name]
         default = getattr(_DEFAULTS, name)
-        help_text = f"{option.help} (env {option.env}; default {default})"
+        help_text = f"{option.spelling.help} (env {option.env}; default {default})"
         if option.store_false:
             parser.add_argument(
                 *option.flags, dest=name, action="store_const", const=False, help=help_text
@@ -257,11 +205,10 @@ def settings_from(
     """Resolve every setting as flag, else environment variable, else default."""
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
-    for field in fields(Settings):
-        option = OPTIONS[field.name]
-        given = getattr(namespace, field.name, None) if namespace is not None else None
+    for name, option in OPTIONS.items():
+        given = getattr(namespace, name, None) if namespace is not None else None
         if isinstance(given, bool):
-            values[field.name] = given
+            values[name] = given
             continue
         if given is not None:
             source, text = option.flags[0], str(given)
@@ -270,7 +217,7 @@ def settings_from(
         else:
             continue
         try:
-            values[field.name] = option.parse(text)
+            values[name] = option.parse(text)
         except ValueError as exc:
             raise SettingsError(f"{source}={text!r} is not valid: {exc}") from exc
     return Settings(**values)  # type: ignore[arg-type]

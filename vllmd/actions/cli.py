@@ -22,7 +22,7 @@ from vllmd.actions.requests import (
 )
 from vllmd.core.choices import TIERS
 from vllmd.core.errors import VllmdError
-from vllmd.settings import Settings, add_options
+from vllmd.settings import DETECT_OPTIONS, Settings, add_options
 
 if TYPE_CHECKING:
     from vllmd.actions.result import ActionError
@@ -263,7 +263,7 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
         help="when store.json is unreadable, move it aside (store.json.invalid-<UTC time>) and "
         "write a new one",
     )
-    add_options(choose, ("variant",))
+    add_options(choose, DETECT_OPTIONS)
     choose.set_defaults(func=_set_model)
 
     delete = actions.add_parser(
@@ -290,5 +290,5 @@ def register(sub: Any, volumes: argparse.ArgumentParser) -> None:
     hardware = sub.add_parser(
         "hardware", parents=[text], help="print the detected hardware tier, GPUs and memory budget"
     )
-    add_options(hardware, ("variant",))
+    add_options(hardware, DETECT_OPTIONS)
     hardware.set_defaults(func=_hardware)

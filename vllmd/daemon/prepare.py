@@ -12,11 +12,15 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vllmd import early, guard
+from vllmd import guard
 from vllmd.core.masking import redact
 from vllmd.settings import Settings
 from vllmd.state.credentials import ensure_key
+
+if TYPE_CHECKING:
+    from vllmd.early import Early
 
 __all__ = ["ensure_key_logged", "install_guard", "ldconfig", "make_folders"]
 
@@ -32,14 +36,20 @@ def make_folders(*folders: Path) -> None:
             raise OSError(f"cannot create {folder}: {exc.strerror}") from exc
 
 
-def ensure_key_logged(settings: Settings) -> None:
-    """Make sure a valid API key is on disk, and say what was done about it."""
+def ensure_key_logged(settings: Settings, early: Early | None = None) -> None:
+    """Make sure a valid API key is on disk, and say what was done about it.
+
+    ``early`` says which key was written a moment earlier, before the imports (vllmd/early.py):
+    that one is reported as written, once.
+    """
     state = ensure_key(settings.credentials_path)
     if state.moved_aside is not None:
         log.warning("%s; moved it aside to %s", state.problem, state.moved_aside.name)
-    # The key may have been written a moment earlier, before the imports (vllmd/early.py).
-    written_early = state.moved_aside is None and state.key == early.created_key
-    early.created_key = None  # said once
+    written_early = (
+        early is not None and state.moved_aside is None and state.key == early.created_key
+    )
+    if early is not None:
+        early.created_key = None  # said once
     if state.created or written_early:
         log.info("wrote a new API key %s to %s", redact(state.key), settings.credentials_path)
 

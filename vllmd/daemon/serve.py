@@ -15,11 +15,11 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from vllmd import early as boot
 from vllmd.core.health import Phase, Snapshot, evaluate
 from vllmd.core.shm import shm_warning
 from vllmd.daemon.healthfile import HealthPublisher
@@ -39,6 +39,9 @@ from vllmd.process.supervisor import Supervisor
 from vllmd.settings import Settings
 from vllmd.state.credentials import InvalidCredentials
 
+if TYPE_CHECKING:
+    from vllmd.early import Early
+
 log = logging.getLogger("vllmd.daemon")  # the component name users see in logs
 
 STRAY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -46,18 +49,22 @@ STRAY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 it: logged and ignored, so that a stray ``kill -HUP`` never orphans vLLM."""
 
 
-def run(settings: Settings) -> int:
-    """Run the daemon until SIGTERM or SIGINT; return the process exit code."""
+def run(settings: Settings, early: Early | None = None) -> int:
+    """Run the daemon until SIGTERM or SIGINT; return the process exit code.
+
+    ``early`` is what the first milliseconds did (:mod:`vllmd.early`): the signals received
+    during the imports count, the key written then is reported, and its watch ends once the
+    daemon's own is armed.
+    """
     # Until the signal task runs, remember a stop request: as PID 1 a signal without a handler
     # is simply dropped, and a container stop would then wait for its SIGKILL.
     # A stray signal gets a handler too (not SIG_IGN, which vLLM would inherit through exec).
-    # What came during the imports, before this function (vllmd/early.py), counts too.
-    early: list[int] = boot.signals
+    received: list[int] = early.signals if early is not None else []
     for signum in (signal.SIGTERM, signal.SIGINT, *STRAY_SIGNALS):
-        signal.signal(signum, lambda received, _frame: early.append(received))
+        signal.signal(signum, lambda signum, _frame: received.append(signum))
     streams = daemon_streams(settings.log_format)
     try:
-        return anyio.run(serve, settings, early, streams)
+        return anyio.run(serve, settings, received, streams, early)
     finally:
         for stream in streams:
             stream.close()
@@ -67,23 +74,28 @@ async def serve(
     settings: Settings,
     early_signals: list[int] | None = None,
     streams: tuple[OutStream, OutStream] | None = None,
+    early: Early | None = None,
 ) -> int:
     """The daemon: start up, run until a signal, shut down. Returns the exit code.
 
     ``streams`` are the daemon's stdout and stderr made non-blocking (by :func:`run`); without
     them vLLM's output goes to ``sys.stdout`` and ``sys.stderr`` as they are.
     """
-    return await Daemon(settings, streams).serve(early_signals or [])
+    return await Daemon(settings, streams, early).serve(early_signals or [])
 
 
 class Daemon:
     """One run of the daemon: :meth:`serve` = :meth:`start_up`, :meth:`run`, :meth:`shut_down`."""
 
     def __init__(
-        self, settings: Settings, streams: tuple[OutStream, OutStream] | None = None
+        self,
+        settings: Settings,
+        streams: tuple[OutStream, OutStream] | None = None,
+        early: Early | None = None,
     ) -> None:
         self.settings = settings
         self.streams = streams
+        self.early = early
         self.adopter: int | None = None
         self.status = Status()
         self.bell = Bell()
@@ -156,7 +168,7 @@ class Daemon:
                 evaluate(Snapshot(phase=Phase.STARTING), time.monotonic(), 0, 0)
             ),
             lambda: make_folders(settings.public),
-            lambda: ensure_key_logged(settings),
+            lambda: ensure_key_logged(settings, self.early),
             self.prepare_launch,
         )
         for step in steps:
@@ -201,7 +213,8 @@ class Daemon:
         async with anyio.create_task_group() as main:
             await main.start(watcher.run)  # armed before the first reconcile: nothing slips
             await main.start(reconciler.run)
-            boot.stop_watching_key()  # ours is armed: the start-up watch (vllmd/early.py) ends
+            if self.early is not None:  # ours is armed: the start-up watch (vllmd/early.py) ends
+                self.early.stop_watching_key()
             log.info("vllmd is up (%.0f ms)", (time.monotonic() - started) * 1000)
             main.start_soon(publish_health, settings, status, self.publisher)
             main.start_soon(

@@ -1,32 +1,46 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 The recipe is the classic one: write a temporary file in the same folder, ``fsync`` it, ``rename``
-it over the target, then ``fsync`` the folder so the rename itself survives a crash.
+it over the target, then ``fsync`` the folder so the rename itself survives a crash. It is the one
+copy of the recipe: ``vllmd run`` writes its first files with it before anything else is imported
+(:mod:`vllmd.early`), so this module imports only ``os`` and ``time`` (both built in).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing's own would import typing: milliseconds of vllmd run's first ones
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    StrPath = str | os.PathLike[str]
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # already gone: nothing is left behind either way (contextlib costs an import)
+        return
+
+
+def _write_temp(path: str, data: bytes, mode: int, durable: bool) -> str:
     """Write ``data`` to a fresh temporary file beside ``path`` and return its name."""
+    folder, name = os.path.split(path)
     fd = -1
     for attempt in range(100):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{attempt}")
+        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{attempt}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             break
         except FileExistsError:
             continue
@@ -37,43 +51,48 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
     os.close(fd)
     return tmp
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder)."""
-    tmp = _write_temp(path, data, mode)
+def write_atomic(path: StrPath, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder).
+
+    ``durable=False`` leaves out both fsyncs: readers still see the old file or the new one, but
+    a crash may leave either. Only for a file rewritten durably moments later.
+    """
+    target = os.fspath(path)
+    tmp = _write_temp(target, data, mode, durable)
     try:
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(os.path.dirname(target) or ".")
 
 
-def create_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
+def create_atomic(path: StrPath, data: bytes, mode: int = 0o644) -> bool:
     """Create ``path`` with ``data`` only if it does not exist yet; return whether we created it.
 
     ``link`` fails when the target exists, so two writers racing to create the same file (the
     daemon and an action, say) never overwrite each other: the loser keeps the winner's file.
     """
-    tmp = _write_temp(path, data, mode)
+    target = os.fspath(path)
+    tmp = _write_temp(target, data, mode, durable=True)
     try:
-        os.link(tmp, path)
+        os.link(tmp, target)
     except FileExistsError:
         return False
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
+        _unlink_quietly(tmp)
+    _fsync_dir(os.path.dirname(target) or ".")
     return True
 
 

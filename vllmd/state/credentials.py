@@ -17,42 +17,19 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import msgspec
-
+from vllmd.apikey import KEY_FILE_MODE, key_document, new_key
 from vllmd.core.errors import VllmdError
 from vllmd.core.masking import masker
-from vllmd.early import KEY_LENGTH, new_key
 from vllmd.guard import MAX_KEY_FILE_BYTES, parse_key
 from vllmd.state.atomicfile import aside_path, create_atomic
 from vllmd.state.readfile import UnreadableFile, read_small_file
 
 log = logging.getLogger(__name__)
 
-KEY_FILE_MODE = 0o644
-"""Dependents read the key file: it must stay readable by all."""
-
-
-ApiKey = Annotated[str, msgspec.Meta(pattern=f"^[A-Za-z0-9]{{{KEY_LENGTH}}}\\Z")]
-
-
-class Credentials(msgspec.Struct, forbid_unknown_fields=False):
-    """The content of ``credentials.json``."""
-
-    apiKey: ApiKey
-
 
 class InvalidCredentials(VllmdError):
     """Raised when ``credentials.json`` exists but does not hold a valid key."""
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def encode(key: str) -> bytes:
-    """The file content for ``key``: pretty-printed JSON with a final newline."""
-    return msgspec.json.format(_encoder.encode(Credentials(apiKey=key)), indent=2) + b"\n"
 
 
 def parse(data: bytes, path: Path) -> str:
@@ -134,7 +111,7 @@ def ensure_key(path: Path) -> KeyState:
                 pass  # someone else moved or replaced it; look again
         path.parent.mkdir(parents=True, exist_ok=True)
         key = new_key()
-        if create_atomic(path, encode(key), mode=KEY_FILE_MODE):
+        if create_atomic(path, key_document(key), mode=KEY_FILE_MODE):
             masker.add_key(key)
             return KeyState(key, created=True, moved_aside=moved, problem=problem)
         # Another writer created it between our read and our create: read theirs.

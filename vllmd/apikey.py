@@ -1,0 +1,36 @@
+"""The API key's generator and its file's name and bytes: the one owner of each.
+
+:mod:`vllmd.state.credentials` keeps the key valid; :mod:`vllmd.early` writes a missing one in
+``vllmd run``'s first milliseconds, before anything else is imported. Both take the key from here,
+so this module imports only ``os``.
+"""
+
+from __future__ import annotations
+
+import os
+
+KEY_FILE = "credentials.json"
+"""The key file's name, in the public volume."""
+KEY_LENGTH = 22
+KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+KEY_FILE_MODE = 0o644
+"""Dependents read the key file: it must stay readable by all."""
+
+
+def new_key() -> str:
+    """22 characters drawn uniformly from ``[A-Za-z0-9]`` (``os.urandom``, rejection sampling)."""
+    chars: list[str] = []
+    while len(chars) < KEY_LENGTH:
+        for byte in os.urandom(32):
+            if byte < 248:  # 4 x 62: the bytes that map onto the alphabet evenly
+                chars.append(KEY_ALPHABET[byte % 62])
+    return "".join(chars[:KEY_LENGTH])
+
+
+def key_document(key: str) -> bytes:
+    """The content of ``credentials.json`` for ``key``: pretty-printed JSON, a final newline.
+
+    ``key`` is 22 characters of ``[A-Za-z0-9]`` (nothing to escape), so the text is spelled here
+    rather than encoded: the early writer has no JSON encoder loaded.
+    """
+    return f'{{\n  "apiKey": "{key}"\n}}\n'.encode()
