@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import errno
-import inspect
 import os
 import shutil
-import tomllib
-from importlib.metadata import version
+import time
 from pathlib import Path
 
 import anyio
 import pytest
-from packaging.requirements import Requirement
 
 from vllmd.daemon.inotify import Inotify
 from vllmd.daemon.watch import Watcher
@@ -45,9 +42,14 @@ async def test_a_write_wakes_through_inotify(tmp_path: Path) -> None:
     await _wakes_on_write(watcher, woke, data / "store.json")
 
 
+NEVER_MS = 60_000
+"""A recheck period far beyond every deadline here: only the poller's own detection wakes."""
+
+
 async def test_without_inotify_it_falls_back_to_polling(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # given: no inotify, and no periodic recheck within the test's deadline
     def no_inotify() -> Inotify:
         raise OSError(errno.EMFILE, "inotify_init1: Too many open files")
 
@@ -55,16 +57,41 @@ async def test_without_inotify_it_falls_back_to_polling(
     data.mkdir()
     woke: list[int] = []
     watcher = Watcher((data,), ("store.json",), lambda: woke.append(1), force_polling=False,
-                      inotify=no_inotify)  # fmt: skip
+                      inotify=no_inotify, recheck_ms=NEVER_MS)  # fmt: skip
+    # when: store.json is written; then: the poller saw it, and a stop did not wait for the
+    # recheck's timeout (awatch's thread is told to stop)
+    began = time.monotonic()
     await _wakes_on_write(watcher, woke, data / "store.json")
+    assert time.monotonic() - began < 5
     assert "inotify unavailable" in caplog.text and "polling" in caplog.text
 
 
-async def test_other_files_do_not_wake(tmp_path: Path) -> None:
+async def test_while_polling_the_reconciler_is_woken_every_recheck_for_its_content_check(
+    tmp_path: Path,
+) -> None:
+    # given: a polling watcher (the poller misses a second write within one second)
+    data = tmp_path / "data"
+    data.mkdir()
+    woke: list[float] = []
+    watcher = Watcher((data,), ("store.json",), lambda: woke.append(time.monotonic()),
+                      force_polling=True, recheck_ms=50)  # fmt: skip
+    # when: nothing changes; then: it still wakes the reconciler, every recheck
+    async with anyio.create_task_group() as tg:
+        await tg.start(watcher.run)
+        with anyio.fail_after(5):
+            while len(woke) < 3:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+async def test_other_files_do_not_wake(tmp_path: Path, polling: bool) -> None:
     data = tmp_path / "data"
     data.mkdir()
     woke: list[int] = []
-    watcher = Watcher((data,), ("store.json",), lambda: woke.append(1), force_polling=False)
+    watcher = Watcher((data,), ("store.json",), lambda: woke.append(1), force_polling=polling,
+                      recheck_ms=NEVER_MS)  # fmt: skip
+
     async with anyio.create_task_group() as tg:
         await tg.start(watcher.run)
         (data / "models").mkdir()
@@ -78,13 +105,14 @@ async def test_other_files_do_not_wake(tmp_path: Path) -> None:
     assert len(woke) == 1
 
 
-async def test_a_recreated_folder_is_watched_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+async def test_a_recreated_folder_is_watched_again(tmp_path: Path, polling: bool) -> None:
     data = tmp_path / "data"
     data.mkdir()
     store = data / "store.json"
     seen: list[bool] = []  # at each wake: was the file there yet?
     watcher = Watcher((data,), ("store.json",), lambda: seen.append(store.exists()),
-                      force_polling=False)  # fmt: skip
+                      force_polling=polling, recheck_ms=NEVER_MS)  # fmt: skip
     async with anyio.create_task_group() as tg:
         await tg.start(watcher.run)
         shutil.rmtree(data)  # the old watch dies with the folder
@@ -109,25 +137,3 @@ def test_inotify_read_within_returns_the_rename_and_nothing_when_quiet(tmp_path:
         names = {event.name for event in inotify.read_within(5)}
         assert "store.json" in names
     assert inotify.fd == -1  # closed on leaving the block
-
-
-def test_the_private_watchfiles_backend_keeps_the_signature_vllmd_calls() -> None:
-    # Given watchfiles' private backend, which vllmd.daemon.watch calls by keyword
-    from watchfiles._rust_notify import RustNotify
-
-    # When its signatures are read (a build without them also fails here: inspect raises)
-    made = inspect.signature(RustNotify)
-    watch = inspect.signature(RustNotify.watch)
-    # Then they still take the names vllmd passes, in a release inside pyproject's pin
-    assert list(made.parameters) == [
-        "watch_paths",
-        "debug",
-        "force_polling",
-        "poll_delay_ms",
-        "recursive",
-        "ignore_permission_denied",
-    ]
-    assert list(watch.parameters)[-4:] == ["debounce_ms", "step_ms", "timeout_ms", "stop_event"]
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    pin = next(d for d in project["project"]["dependencies"] if d.startswith("watchfiles"))
-    assert Requirement(pin).specifier.contains(version("watchfiles"))

@@ -8,7 +8,9 @@ quick and never go deaf. Three facts shape it (DESIGN.md):
   recursion, so a 100 GB download under ``models/`` never wakes us), and the watch is re-armed
   when a volume folder comes or goes;
 - inotify may be unavailable (no kernel support, watch limit reached): we fall back to
-  watchfiles' polling (also when ``WATCHFILES_FORCE_POLLING`` asks for it).
+  watchfiles' polling (``watchfiles.awatch``; also when ``WATCHFILES_FORCE_POLLING`` asks for it).
+  Its poller compares whole-second mtimes, so a second write within the same second goes unseen:
+  while polling, the watcher also wakes the reconciler every poll delay for its content check.
 
 With inotify the descriptor sits in the event loop: no wake-up until the kernel has an event (see
 :mod:`vllmd.daemon.inotify` for why not watchfiles' own loop). When polling, ``step_ms`` is how
@@ -19,9 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -32,16 +33,23 @@ from vllmd.daemon.inotify import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_
 log = logging.getLogger(__name__)
 
 POLL_DELAY_MS = 300
+"""While polling: how often the poller looks at the folders, and the reconciler at the files."""
 
 
 def polling_forced(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``WATCHFILES_FORCE_POLLING`` asks for polling, as watchfiles itself reads it."""
+    """Whether ``WATCHFILES_FORCE_POLLING`` asks for polling, read by watchfiles' documented rule:
+    set and not ``false``, ``disable`` or ``disabled`` (any case)."""
     value = environ.get("WATCHFILES_FORCE_POLLING", "")
-    return value.lower() not in ("", "0", "false", "disable")
+    return value != "" and value.lower() not in ("false", "disable", "disabled")
 
 
 class Watcher:
-    """Watches ``folders`` (and their parents) for changes to ``names``; calls ``wake``."""
+    """Watches ``folders`` (and their parents) for changes to ``names``; calls ``wake``.
+
+    ``recheck_ms``: while polling, how often ``wake`` is called when the poller saw nothing (the
+    reconciler's content check; tests make it long, so that only the poller's own detection
+    wakes them).
+    """
 
     def __init__(
         self,
@@ -51,6 +59,7 @@ class Watcher:
         *,
         step_ms: int = 30,
         debounce_ms: int = 50,
+        recheck_ms: int = POLL_DELAY_MS,
         force_polling: bool | None = None,
         inotify: Callable[[], Inotify] = Inotify,
     ) -> None:
@@ -60,6 +69,7 @@ class Watcher:
         self._wake = wake
         self._step_ms = step_ms
         self._debounce_ms = debounce_ms
+        self._recheck_ms = recheck_ms
         self._polling = polling_forced() if force_polling is None else force_polling
         self._started = False
 
@@ -129,65 +139,56 @@ class Watcher:
 
     async def _poll_round(self, task_status: TaskStatus[None]) -> None:
         """Watch with watchfiles' polling until a volume folder comes or goes."""
-        # watchfiles' backend, not its public ``awatch``: awatch runs the backend's wait in a
-        # thread that cannot be abandoned on cancellation (a stop would wait up to its timeout
-        # for the thread) and logs every batch of changes at INFO. The private class is called
-        # by keyword, and pyproject pins the watchfiles releases it is known to have this
-        # signature in; a test fails if the signature moves. Imported here, in the fallback
-        # only: with inotify the daemon never loads it (4 MB of its idle memory, issue 14).
-        from watchfiles._rust_notify import RustNotify
+        # Imported here, in the fallback only: with inotify the daemon never loads it (4 MB of its
+        # idle memory, issue 14). Its INFO line for every batch of changes is not ours to print.
+        from watchfiles import Change, awatch
 
-        while True:
-            paths = self._paths()
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        paths = self._paths()
+        stop = anyio.Event()
+        changes = awatch(
+            *paths,
+            watch_filter=lambda change, path: self._matters(change is not Change.modified, path),
+            debounce=self._debounce_ms,
+            step=self._step_ms,
+            stop_event=stop,
+            rust_timeout=self._recheck_ms,
+            yield_on_timeout=True,  # an empty batch: time for the content check
+            force_polling=True,
+            poll_delay_ms=POLL_DELAY_MS,
+            recursive=False,
+            ignore_permission_denied=True,
+        )
+        async with anyio.create_task_group() as tg, aclosing(changes):
+            # awatch waits in a thread that a cancellation does not interrupt: the stop event
+            # does, within one step (else a shutdown would wait for the recheck's timeout).
+            tg.start_soon(_set_when_cancelled, stop)
+            self._armed(task_status)  # its first look is a step away; the recheck covers it
             try:
-                watcher = RustNotify(
-                    watch_paths=paths,
-                    debug=False,
-                    force_polling=True,
-                    poll_delay_ms=POLL_DELAY_MS,
-                    recursive=False,
-                    ignore_permission_denied=True,
-                )
-                break
+                async for batch in changes:  # only what matters passes the filter
+                    self._wake()  # a watched file or folder changed, or (empty) a recheck is due
+                    came_or_went = any(Path(path) in self._folders for _, path in batch)
+                    if came_or_went or any(not Path(p).is_dir() for p in paths):
+                        break
             except FileNotFoundError:
-                continue
-        self._armed(task_status)
-        stop = threading.Event()
-        with watcher:
-            try:
-                while True:
-                    result = await anyio.to_thread.run_sync(
-                        partial(
-                            watcher.watch,
-                            debounce_ms=self._debounce_ms,
-                            step_ms=self._step_ms,
-                            timeout_ms=POLL_DELAY_MS,
-                            stop_event=stop,
-                        ),
-                        abandon_on_cancel=True,
-                    )
-                    if result == "timeout":
-                        # The poller compares whole-second mtimes: a second write within the
-                        # same second goes unseen. Let the reconciler's content check look.
-                        self._wake()
-                        continue
-                    if not isinstance(result, set):
-                        continue  # 'signal': nothing to do
-                    wake, rearm = self._relevant(result)
-                    if wake:
-                        self._wake()
-                    if rearm or any(not Path(p).is_dir() for p in paths):
-                        return
+                pass  # a folder vanished between the check and the watch: arm again
             finally:
-                stop.set()  # before closing: the abandoned thread returns within one step
+                stop.set()
+        # A cancellation that stopped awatch through the event ended it without raising: take it
+        # here, not after a re-arm.
+        await anyio.lowlevel.checkpoint_if_cancelled()
 
-    def _relevant(self, changes: set[tuple[int, str]]) -> tuple[bool, bool]:
-        """(wake, re-arm): whether a watched file may have changed; whether a folder came/went."""
-        wake = rearm = False
-        folders = {str(f) for f in self._folders}
-        for _, path in changes:
-            if path in folders:
-                wake = rearm = True
-            elif Path(path).name in self._names:
-                wake = True
-        return wake, rearm
+    def _matters(self, came_or_went: bool, path: str) -> bool:
+        """Whether a change at ``path`` may wake us: a watched file, or a volume folder that came
+        or went (not one whose mtime moved because a file in it changed)."""
+        if Path(path) in self._folders:
+            return came_or_went
+        return Path(path).name in self._names
+
+
+async def _set_when_cancelled(stop: anyio.Event) -> None:
+    """Set ``stop`` when cancelled (or return once it is set)."""
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
