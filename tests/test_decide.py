@@ -10,6 +10,7 @@ from vllmd.core.decide import (
     QUIET_S,
     Act,
     Decision,
+    Fetch,
     Running,
     decide,
     settled_at,
@@ -56,6 +57,82 @@ def test_each_observed_state_gets_the_contracts_decision(
     desired: Launch | None, running: Running | None, restart_at: float | None, expected: Decision
 ) -> None:
     assert decide(desired, running, restart_at) == expected
+
+
+READY_A = Running(A, ready=True)
+
+# (promise, desired, running, restart_at, fetch, expected) with B's model not in the cache
+FETCH_RULES = [
+    ("make before break: a ready old model keeps serving while the new one is fetched", B,
+     READY_A, None, None, Decision(Act.FETCH)),
+    ("while the fetch runs, the old model keeps serving", B, READY_A, None, Fetch(B),
+     Decision(Act.NOTHING)),
+    ("with no old model the fetch runs first", B, None, None, None, Decision(Act.FETCH)),
+    ("after a crash of the old model the fetch runs first", B, Running(A, done=True), 8.0, None,
+     Decision(Act.FETCH)),
+    ("an old model still loading is not worth keeping: it is stopped, then the fetch runs", B,
+     Running(A), None, None, Decision(Act.REPLACE)),
+    ("a wedged old model is stopped, then the fetch runs", B, Running(A, wedged=True), None,
+     None, Decision(Act.REPLACE)),
+    ("a failed fetch is tried again after its back-off, the old model serving", B, READY_A,
+     None, Fetch(B, active=False, retry_at=7.0), Decision(Act.FETCH, at=7.0)),
+    ("a failed fetch for another launch does not hold a new one back", B, READY_A, None,
+     Fetch(A, active=False, retry_at=7.0), Decision(Act.FETCH)),
+    ("the same launch, crashed, is fetched again before it restarts", B, Running(B, done=True),
+     2.0, None, Decision(Act.FETCH)),
+    ("the launch that serves is left alone though its files left the cache", B,
+     Running(B, ready=True), None, None, Decision(Act.NOTHING)),
+    ("the launch that serves is still stopped when it wedges", B, Running(B, wedged=True), None,
+     None, Decision(Act.STOP_WEDGED)),
+]  # fmt: skip
+
+# (promise, desired, running, cached, fetch, expected)
+CHANGE_OF_MIND = [
+    ("a change of mind mid-fetch cancels the fetch", A, READY_A, True, Fetch(B),
+     Decision(Act.CANCEL_FETCH)),
+    ("a change to another uncached model cancels the fetch first", B, None, False, Fetch(A),
+     Decision(Act.CANCEL_FETCH)),
+    ("no model selected mid-fetch cancels the fetch first", None, READY_A, True, Fetch(B),
+     Decision(Act.CANCEL_FETCH)),
+    ("a failed fetch no longer wanted needs no cancel", None, READY_A, True,
+     Fetch(B, active=False, retry_at=3.0), Decision(Act.STOP)),
+    ("once complete, the fetched model replaces the old one", B, READY_A, True, None,
+     Decision(Act.REPLACE)),
+    ("a fetch still finishing does not hold back the switch its files allow", B, READY_A, True,
+     Fetch(B), Decision(Act.REPLACE)),
+    ("once complete with no old model, the fetched model starts", B, None, True, None,
+     Decision(Act.START)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("desired", "running", "restart_at", "fetch", "expected"),
+    [row[1:] for row in FETCH_RULES],
+    ids=[row[0] for row in FETCH_RULES],
+)
+def test_an_uncached_model_is_fetched_while_the_old_one_serves(
+    desired: Launch,
+    running: Running | None,
+    restart_at: float | None,
+    fetch: Fetch | None,
+    expected: Decision,
+) -> None:
+    assert decide(desired, running, restart_at, cached=False, fetch=fetch) == expected
+
+
+@pytest.mark.parametrize(
+    ("desired", "running", "cached", "fetch", "expected"),
+    [row[1:] for row in CHANGE_OF_MIND],
+    ids=[row[0] for row in CHANGE_OF_MIND],
+)
+def test_a_fetch_lasts_only_while_its_launch_is_wanted(
+    desired: Launch | None,
+    running: Running | None,
+    cached: bool,
+    fetch: Fetch | None,
+    expected: Decision,
+) -> None:
+    assert decide(desired, running, None, cached=cached, fetch=fetch) == expected
 
 
 def test_a_restart_is_due_at_its_time_and_not_before() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from vllmd.core.fetchstate import FetchError, FetchState
 from vllmd.core.health import (
     LOADING_MESSAGE,
     NO_MODEL_MESSAGE,
@@ -14,11 +15,13 @@ from vllmd.core.health import (
     SET_MODEL_TASK,
     Diagnosis,
     ExitInfo,
+    Fetching,
     Phase,
     Progress,
     Snapshot,
     Verdict,
     evaluate,
+    fetch_message,
     loading_deadline,
     timeout_message,
 )
@@ -364,3 +367,120 @@ def test_every_verdict_is_json(phase: Phase) -> None:
 
     assert json.loads(json.dumps([verdict.task, verdict.detail])) == [verdict.task, verdict.detail]
     assert verdict.detail["phase"] == str(phase)
+
+
+# -- a fetch of the model's files (make before break) -------------------------------------------
+
+GB = 1_000_000_000
+MOVING = FetchState("Org/Model", total=40 * GB, done=12_400_000_000, rate_bps=48_000_000.0)
+SENTENCE = "Downloading Org/Model: 12.4 of 40.0 GB (31 %), 48 MB/s, about 10 min left."
+
+
+def test_while_an_old_model_serves_the_api_check_keeps_its_exact_success_message() -> None:
+    # given the old model ready and the new one's files coming
+    snap = Snapshot(Phase.READY, config_started_at=T0, model="Org/Old",
+                    fetch=Fetching(MOVING, moved_at=T0 + 5))  # fmt: skip
+    # when the health is evaluated
+    verdict = health(snap, now=T0 + 60)
+    # then the check is the ready one, exactly, and the download is in detail.fetch
+    assert (verdict.result, verdict.message) == ("success", "The vLLM API is ready")
+    assert verdict.detail["model"] == "Org/Old"
+    assert verdict.detail["fetch"] == {
+        "model": "Org/Model",
+        "done": 12_400_000_000,
+        "total": 40 * GB,
+        "rate_bps": 48_000_000,
+        "eta_s": 575,
+        "error": None,
+        "message": SENTENCE,
+    }
+
+
+def test_with_no_old_model_the_loading_message_carries_the_download_sentence() -> None:
+    snap = Snapshot(Phase.STARTING, config_started_at=T0, model="Org/Model",
+                    fetch=Fetching(MOVING, moved_at=T0 + 5))  # fmt: skip
+    verdict = health(snap, now=T0 + 60)
+    assert verdict.result == "loading"
+    assert verdict.message == f"{LOADING_MESSAGE} {SENTENCE}"
+
+
+# (promise, fetch state, sentence)
+SENTENCES = [
+    ("before the plan is known", FetchState("Org/M"), "Downloading Org/M: preparing."),
+    ("while no byte moves, no rate and no time left", FetchState("Org/M", 40 * GB, 12 * GB),
+     "Downloading Org/M: 12.0 of 40.0 GB (30 %)."),
+    ("a slow rate keeps a decimal, a long time is in hours",
+     FetchState("Org/M", 40 * GB, 10 * GB, 4_500_000.0),
+     "Downloading Org/M: 10.0 of 40.0 GB (25 %), 4.5 MB/s, about 1 h 51 min left."),
+    ("the last seconds", FetchState("Org/M", 2 * GB, 1_990_000_000, 1_000_000.0),
+     "Downloading Org/M: 2.0 of 2.0 GB (99 %), 1.0 MB/s, less than a minute left."),
+    ("small files in their own unit", FetchState("Org/M", 1_500_000, 700_000, 100_000.0),
+     "Downloading Org/M: 0.7 of 1.5 MB (46 %), 100 kB/s, less than a minute left."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("state", "sentence"), [row[1:] for row in SENTENCES], ids=[row[0] for row in SENTENCES]
+)
+def test_the_download_sentence_has_a_total_a_rate_and_the_time_left(
+    state: FetchState, sentence: str
+) -> None:
+    assert fetch_message(Fetching(state)) == sentence
+
+
+# (promise, error, words the message must hold)
+FAILURES = [
+    ("401: a token through Set Model's environment", FetchError("unauthorized", "401"),
+     ("Could not download Org/Model", "(401)", "--env HF_TOKEN=")),
+    ("403 gated: accept the licence on the hub", FetchError("gated", "403"),
+     ("gated", "Accept the model's terms on its page at huggingface.co")),
+    ("404: check the id", FetchError("not-found", "404"),
+     ("does not know this model id", "Check the model id in Set Model")),
+    ("disk full: what is needed and free, and Delete Model Cache",
+     FetchError("disk-full", "no space", needed=40 * GB, free=12 * GB),
+     ("needs 40.0 GB more", "has 12.0 GB free", '"Delete Model Cache"')),
+    ("a network failure in the fetch's own words", FetchError("network", "Connection refused"),
+     ("Could not download Org/Model: Connection refused.",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "words"), [row[1:] for row in FAILURES], ids=[row[0] for row in FAILURES]
+)
+def test_a_failed_fetch_with_no_old_model_is_a_failure_with_the_forensics_advice(
+    error: FetchError, words: tuple[str, ...]
+) -> None:
+    # given no old model and a fetch that failed, tried again in 8 s
+    fetch = Fetching(FetchState("Org/Model", error=error), retry_in_s=8)
+    verdict = health(Snapshot(Phase.STARTING, config_started_at=T0, fetch=fetch), now=T0 + 1)
+    # then the health fails, says why and what to do, and when it tries again
+    assert verdict.result == "failure"
+    for word in words:
+        assert word in verdict.message
+    assert verdict.message.endswith("vllmd tries again in 8 s.")
+    fetch_detail = exit_detail(verdict, "fetch")
+    assert fetch_detail["error"] == {"kind": error.kind, "message": error.message}
+    assert fetch_detail["message"] == verdict.message
+
+
+def test_a_failed_fetch_leaves_an_old_model_serving_and_says_why_in_detail() -> None:
+    fetch = Fetching(FetchState("Org/New", error=FetchError("not-found", "404")), retry_in_s=2)
+    verdict = health(Snapshot(Phase.READY, model="Org/Old", fetch=fetch), now=T0)
+    assert (verdict.result, verdict.message) == ("success", READY_MESSAGE)
+    assert "Check the model id" in str(exit_detail(verdict, "fetch")["message"])
+
+
+def test_a_fetch_that_moves_is_never_a_stall_and_one_that_stops_counts_toward_the_grace() -> None:
+    # given a fetch with no old model, last moving 10 minutes before the grace would end
+    def snap(moved_at: float) -> Snapshot:
+        return Snapshot(Phase.STARTING, config_started_at=T0,
+                        fetch=Fetching(MOVING, moved_at=moved_at))  # fmt: skip
+
+    # then a fetch that kept moving is loading past the grace, up to the cap
+    assert health(snap(T0 + GRACE + 500), now=T0 + GRACE + 600).result == "loading"
+    assert health(snap(T0 + CAP - 1), now=T0 + CAP).result == "failure"
+    # and one that stopped moving fails the grace after it last moved
+    stopped = snap(T0 + 600)
+    assert loading_deadline(stopped, GRACE, CAP) == T0 + 600 + GRACE
+    assert health(stopped, now=T0 + 600 + GRACE - 1).result == "loading"
+    assert health(stopped, now=T0 + 600 + GRACE).detail["timeout"] == "no-progress"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Daemon, Volumes, wait_for
 
-from vllmd.core.health import SET_MODEL_TASK, Verdict
+from vllmd.core.health import JSON, SET_MODEL_TASK, Verdict
 from vllmd.daemon.healthfile import (
     CHECK_S,
     EXIT_NO_DAEMON,
@@ -360,6 +360,20 @@ def test_health_text_form(publisher: HealthPublisher, settings: Settings, tmp_pa
     code, out, _ = run_health(settings, proc, text=True)
 
     assert (code, out) == (EXIT_UNHEALTHY, "loading: The vLLM API is starting.\n")
+
+
+def test_health_text_prints_the_download_as_a_second_line(
+    publisher: HealthPublisher, settings: Settings, tmp_path: Path
+) -> None:
+    # given the old model serving while the new one's files come
+    proc = fake_proc(tmp_path / "proc", DAEMON_PID, "vllmd", "run")
+    sentence = "Downloading Org/Model: 12.4 of 40.0 GB (31 %), 48 MB/s, about 10 min left."
+    fetch: dict[str, JSON] = {"model": "Org/Model", "error": None, "message": sentence}
+    publisher.publish(Verdict(READY.result, READY.message, None, {**READY.detail, "fetch": fetch}))
+    # when `vllmd health --text` runs
+    code, out, _ = run_health(settings, proc, text=True)
+    # then the first line is the check's, exactly, and the second the download's
+    assert (code, out) == (EXIT_SUCCESS, f"success: The vLLM API is ready\ndownload: {sentence}\n")
 
 
 def test_a_live_daemon_is_recognised_on_the_real_proc() -> None:

@@ -249,3 +249,68 @@ def test_the_cpu_variant_turns_off_the_compiled_artifact_its_vllm_cannot_load() 
     assert cpu.environ["VLLM_USE_AOT_COMPILE"] == "0"
     assert "VLLM_USE_AOT_COMPILE" not in gpu.environ
     assert own.environ["VLLM_USE_AOT_COMPILE"] == "1"
+
+
+# (promise, daemon's own environment, serveEnv, offline, HF_HUB_OFFLINE vLLM sees)
+OFFLINE_RULE = [
+    ("a fetched model launches without the hub", {}, (), True, "1"),
+    ("a model not fetched by vllmd launches as before", {}, (), False, None),
+    ("the rule wins over the daemon's own value", {"HF_HUB_OFFLINE": "0"}, (), True, "1"),
+    ("serveEnv wins over the rule", {}, (EnvVar("HF_HUB_OFFLINE", "0"),), True, "0"),
+    ("the daemon's own value is kept when not fetched", {"HF_HUB_OFFLINE": "1"}, (), False, "1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("base", "serve_env", "offline", "seen"),
+    [row[1:] for row in OFFLINE_RULE],
+    ids=[row[0] for row in OFFLINE_RULE],
+)
+def test_a_fetched_model_launches_offline_before_serve_env(
+    base: dict[str, str], serve_env: tuple[EnvVar, ...], offline: bool, seen: str | None
+) -> None:
+    store = Store(serveArgs=("org/m",), serveEnv=serve_env)
+    launch = plan_launch(store, KEY, SETTINGS, base, offline=offline).launch
+    assert launch is not None
+    assert launch.environ.get("HF_HUB_OFFLINE") == seen
+
+
+def test_going_offline_or_online_is_no_reason_to_restart_vllm() -> None:
+    # given the same store planned with and without the offline rule
+    store = Store(serveArgs=("org/m",))
+    online = plan_launch(store, KEY, SETTINGS, {}).launch
+    offline = plan_launch(store, KEY, SETTINGS, {}, offline=True).launch
+    assert online is not None and offline is not None
+    # then the launches compare equal (the reconciler restarts nothing), the environments differ,
+    # and a fetch from the hub runs with the online one
+    assert online == offline
+    assert offline.environ["HF_HUB_OFFLINE"] == "1"
+    assert "HF_HUB_OFFLINE" not in offline.hub_env
+    assert offline.hub_env == online.environ
+
+
+def test_vllms_engine_deadline_is_the_loading_cap_in_whole_seconds() -> None:
+    # given a loading cap of 4 h and one with a fraction; when planned
+    store = Store(serveArgs=("m",))
+    four_hours = plan_launch(store, KEY, Settings(), {}).launch
+    odd = plan_launch(store, KEY, Settings(loading_cap_s=2_100.5), {}).launch
+    mine = plan_launch(
+        Store(serveArgs=("m",), serveEnv=(EnvVar("VLLM_ENGINE_READY_TIMEOUT_S", "60"),)),
+        KEY,
+        Settings(),
+        {},
+    ).launch
+    assert four_hours is not None and odd is not None and mine is not None
+    # then vLLM's own 600 s default never cuts a long load short (a user's value still wins)
+    assert four_hours.environ["VLLM_ENGINE_READY_TIMEOUT_S"] == "14400"
+    assert odd.environ["VLLM_ENGINE_READY_TIMEOUT_S"] == "2101"
+    assert mine.environ["VLLM_ENGINE_READY_TIMEOUT_S"] == "60"
+
+
+def test_gpu_jit_caches_live_on_the_data_volume_with_a_4_gib_cuda_cache() -> None:
+    launch = plan_launch(Store(serveArgs=("m",)), KEY, SETTINGS, {"HOME": "/root"}).launch
+    assert launch is not None
+    env = launch.environ
+    assert env["CUDA_CACHE_PATH"] == "/d/cache/cuda"
+    assert env["CUDA_CACHE_MAXSIZE"] == "4294967296"
+    assert env["FLASHINFER_WORKSPACE_BASE"] == "/d/cache/flashinfer"

@@ -1,9 +1,10 @@
 """The compile cache on the data volume (``DATA/cache``): its size, and removing it.
 
-vLLM's ``torch.compile`` artifacts, Inductor's and Triton's kernels live there (CONTRACT §1), so a
-recreated container starts warm. Removing it frees the space; the next start of each model
-compiles again (minutes on GPUs) and fills it anew. The folder is first renamed out of sight,
-then removed, and never through a symbolic link.
+vLLM's ``torch.compile`` artifacts, Inductor's and Triton's kernels, the CUDA driver's PTX cache
+and FlashInfer's JIT kernels live there (CONTRACT §1; the variables are in
+:mod:`vllmd.core.launch`), so a recreated container starts warm. Removing it frees the space;
+the next start of each model compiles again (minutes on GPUs) and fills it anew. The folder is
+first renamed out of sight, then removed, and never through a symbolic link.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from vllmd.state.disk import tree_size
 TITLE = "Compile cache"
 """How the cache is named in listings (not a HuggingFace id: those have no space)."""
 DESCRIPTION = (
-    "compiled kernels of vLLM, Inductor and Triton; removing it makes the next start of each "
-    "model compile again"
+    "compiled kernels of vLLM, Inductor, Triton, CUDA and FlashInfer; removing it makes the next "
+    "start of each model compile again"
 )
 TRASH_PREFIX = ".vllmd-deleting-"
 

@@ -111,6 +111,16 @@ CAUSES = (
         f"Run Set Model again with {_HF_TOKEN} (a read token from huggingface.co).",
     ),
     Cause(
+        "offline-missing-file",
+        re.compile(
+            r"outgoing traffic has been disabled|local_files_only=True' as been set"
+            r"|OfflineModeIsEnabled"
+        ),
+        "vLLM looked for a file that is not in the model cache, and was started without the hub "
+        "(HF_HUB_OFFLINE=1) because vllmd had fetched this model.",
+        "vllmd starts it once more with the hub reachable, so that vLLM downloads what it misses.",
+    ),
+    Cause(
         "network",
         re.compile(
             r"couldn't connect to 'https://huggingface\.co'|Failed to resolve 'huggingface\.co'"

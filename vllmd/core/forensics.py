@@ -24,7 +24,11 @@ from vllmd.core.causes import classify
 from vllmd.core.health import Diagnosis
 from vllmd.core.masking import masker
 
-__all__ = ["TAIL_BYTES", "Diagnosis", "OutputTail", "diagnose"]
+__all__ = ["TAIL_BYTES", "Diagnosis", "OutputTail", "diagnose", "misses_a_file"]
+
+OFFLINE_MISSES = frozenset({"offline-missing-file", "network"})
+"""What an offline launch's crash shows when vLLM wanted a file vllmd did not fetch: without the
+hub, "could not connect" can only mean that a file was missing from the cache."""
 
 TAIL_BYTES = 256 * 1024
 MAX_LINE_CHARS = 400
@@ -285,3 +289,9 @@ def diagnose(text: str) -> Diagnosis | None:
     if cause is None:
         return Diagnosis(line)
     return Diagnosis(line, cause.cause, cause.advice, cause.kind)
+
+
+def misses_a_file(diagnosis: Diagnosis | None, offline: bool) -> bool:
+    """Whether a vLLM launched with ``offline`` (``HF_HUB_OFFLINE=1``) stopped for a file that
+    is not in the cache: then it must start once more with the hub reachable."""
+    return offline and diagnosis is not None and diagnosis.kind in OFFLINE_MISSES

@@ -8,6 +8,11 @@ through 35 minutes in microseconds.
 The loading clock starts when a configuration is launched (``config_started_at``); a crash
 restart keeps it, a new configuration starts a new one. How long loading may take is
 :func:`loading_deadline`.
+
+A fetch of a model's files (:class:`Fetching`) shows in ``detail.fetch`` with its download
+sentence (:func:`fetch_message`). While an old model serves, the verdict stays exactly the ready
+one; with none, the fetch is the loading (its sentence in the message, its movement keeping the
+stall rule away) and a failed fetch is the failure, with the forensics' advice.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from enum import StrEnum
 from typing import Literal
 
 from vllmd.core.exits import describe_exit, signal_name
+from vllmd.core.fetchstate import FetchState, advice
 from vllmd.core.units import human_bytes
 
 JSON = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
@@ -114,6 +120,22 @@ NO_PROGRESS = Progress()
 
 
 @dataclass(frozen=True, slots=True)
+class Fetching:
+    """A fetch of a model's files into the cache, as the health shows it.
+
+    Attributes:
+        state: what the fetch reports (bytes on disk out of the plan's total, rate, error).
+        moved_at: monotonic time its bytes last moved (or its plan came): a fetch that moves is
+            never a stall.
+        retry_in_s: for a failed fetch, the back-off before it is tried again.
+    """
+
+    state: FetchState
+    moved_at: float | None = None
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the health depends on, at one moment.
 
@@ -126,6 +148,8 @@ class Snapshot:
         stuck_pids: members of an old process group that survived SIGKILL (stuck in a driver).
         store_problem: why ``store.json`` was not used (the last good configuration is kept).
         model: the model being served, for ``detail``.
+        fetch: the fetch under way, or the last one when it failed (until the next one starts or
+            its model is launched).
     """
 
     phase: Phase
@@ -135,6 +159,7 @@ class Snapshot:
     stuck_pids: tuple[int, ...] = ()
     store_problem: str | None = None
     model: str | None = None
+    fetch: Fetching | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +205,10 @@ def loading_deadline(snap: Snapshot, grace_s: float, cap_s: float) -> float | No
     started = snap.config_started_at
     cap_at = started + max(cap_s, grace_s)
     stall_at = started + grace_s
-    last = snap.progress.last_progress_at
-    if last is not None:
-        stall_at = max(stall_at, last + grace_s)
+    moved = (snap.progress.last_progress_at, snap.fetch.moved_at if snap.fetch else None)
+    for last in moved:
+        if last is not None:
+            stall_at = max(stall_at, last + grace_s)
     return min(stall_at, cap_at)
 
 
@@ -202,6 +228,8 @@ def evaluate(snap: Snapshot, now: float, grace_s: float, cap_s: float) -> Verdic
         detail["stuck_pids"] = list(snap.stuck_pids)
     if snap.store_problem is not None:
         detail["store_problem"] = snap.store_problem
+    if snap.fetch is not None:
+        detail["fetch"] = fetch_detail(snap.fetch)
 
     if snap.phase is Phase.NO_MODEL:
         message = NO_MODEL_MESSAGE
@@ -225,6 +253,8 @@ def evaluate(snap: Snapshot, now: float, grace_s: float, cap_s: float) -> Verdic
     if snap.exit is not None:
         detail["last_exit"] = _exit_detail(snap.exit)
     detail.update(_progress_detail(snap.progress))
+    if snap.fetch is not None and snap.fetch.state.error is not None:
+        return Verdict("failure", fetch_message(snap.fetch), None, detail)
     deadline = loading_deadline(snap, grace_s, cap_s)
     if deadline is not None and now >= deadline:
         started = snap.config_started_at
@@ -233,18 +263,21 @@ def evaluate(snap: Snapshot, now: float, grace_s: float, cap_s: float) -> Verdic
         detail["timeout"] = "cap" if capped else "no-progress"
         limit_s = max(cap_s, grace_s) if capped else grace_s
         return Verdict("failure", timeout_message(limit_s), None, detail)
-    progress = progress_text(snap.progress)
+    progress = progress_text(snap.progress, snap.fetch)
     message = f"{LOADING_MESSAGE} {progress}" if progress else LOADING_MESSAGE
     return Verdict("loading", message, None, detail)
 
 
-def progress_text(progress: Progress) -> str:
-    """The live part of the loading message: ``Downloading: 12.4 GB so far, 48.0 MB/s.`` and/or
-    ``Loading weights: shard 3/8.``; empty when nothing is known."""
+def progress_text(progress: Progress, fetch: Fetching | None = None) -> str:
+    """The live part of the loading message: the fetch's sentence (:func:`fetch_message`), else
+    ``Downloading: 12.4 GB so far, 48.0 MB/s.`` as the cache grows, and/or ``Loading weights:
+    shard 3/8.``; empty when nothing is known."""
     parts: list[str] = []
     downloaded = progress.downloaded_bytes
     rate = progress.download_rate_bps
-    if downloaded is not None and downloaded > 0:
+    if fetch is not None:
+        parts.append(fetch_message(fetch))
+    elif downloaded is not None and downloaded > 0:
         if rate is not None and rate > 0:
             parts.append(f"Downloading: {human_bytes(downloaded)} so far, {human_bytes(rate)}/s.")
         else:
@@ -252,6 +285,87 @@ def progress_text(progress: Progress) -> str:
     if progress.loading:
         parts.append(_sentence(progress.loading))
     return " ".join(parts)
+
+
+def fetch_message(fetch: Fetching) -> str:
+    """What a fetch is doing, in one or two sentences.
+
+    ``Downloading Org/Model: 12.4 of 40.0 GB (31 %), 48 MB/s, about 10 min left.`` while bytes
+    move; for a failed fetch, why and what to do (the forensics' advice for the same cause), and
+    when it is tried again.
+    """
+    state = fetch.state
+    error = state.error
+    if error is None:
+        return _download_sentence(state)
+    cause = advice(error.kind)
+    if error.kind == "disk-full" and error.needed is not None and error.free is not None:
+        what = (
+            f"Not enough space to download {state.model}: it needs {human_bytes(error.needed)} "
+            f"more and the data volume has {human_bytes(error.free)} free."
+        )
+    elif cause is not None:
+        what = f"Could not download {state.model}: {_sentence(cause.cause)}"
+    else:
+        what = f"Could not download {state.model}: {_sentence(error.message)}"
+    parts = [what]
+    if cause is not None:
+        parts.append(_sentence(cause.advice))
+    if fetch.retry_in_s is not None:
+        parts.append(f"vllmd tries again in {math.ceil(fetch.retry_in_s)} s.")
+    return " ".join(parts)
+
+
+def _download_sentence(state: FetchState) -> str:
+    head = f"Downloading {state.model}:"
+    if state.total is None:
+        return f"{head} preparing." if state.done <= 0 else f"{head} {human_bytes(state.done)}."
+    total = human_bytes(state.total)
+    number, unit = total.split(" ")
+    scale = float(state.total) / float(number) if float(number) else 1.0
+    done = min(state.done, state.total)
+    percent = math.floor(100 * done / state.total) if state.total else 100
+    text = f"{head} {done / scale:.1f} of {number} {unit} ({percent} %)"
+    if state.rate_bps > 0 and done < state.total:
+        eta = state.eta_s
+        text += f", {_rate(state.rate_bps)}"
+        if eta is not None:
+            text += f", {_time_left(eta)}"
+    return f"{text}."
+
+
+def _rate(bps: float) -> str:
+    """``48 MB/s``, ``4.5 MB/s``: whole numbers from 10 up, one decimal below."""
+    number, unit = human_bytes(bps).split(" ")
+    value = float(number)
+    return f"{value:.0f} {unit}/s" if value >= 10 or unit == "B" else f"{value:.1f} {unit}/s"
+
+
+def _time_left(seconds: float) -> str:
+    """``about 10 min left``, ``about 1 h 5 min left``, ``less than a minute left``."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute left"
+    if minutes < 60:
+        return f"about {minutes} min left"
+    hours, rest = divmod(minutes, 60)
+    return f"about {hours} h {rest} min left" if rest else f"about {hours} h left"
+
+
+def fetch_detail(fetch: Fetching) -> dict[str, JSON]:
+    """``detail.fetch``: the figures, the error (kind and the fetch's own words), the sentence."""
+    state = fetch.state
+    eta = state.eta_s
+    error = state.error
+    return {
+        "model": state.model,
+        "done": state.done,
+        "total": state.total,
+        "rate_bps": round(state.rate_bps),
+        "eta_s": None if eta is None else round(eta),
+        "error": None if error is None else {"kind": error.kind, "message": error.message},
+        "message": fetch_message(fetch),
+    }
 
 
 def crash_message(info: ExitInfo) -> str:

@@ -2,7 +2,9 @@
 
 Pure: no I/O. The reconciler compares the :class:`Launch` this returns with the one that runs;
 equal values mean nothing to do, so everything that should restart vLLM when it changes is in it,
-and nothing else is.
+and nothing else is. Whether the launch goes without the hub (:data:`OFFLINE_ENV`) is carried
+beside it and not compared: a model that became fully cached (or left the cache) while vLLM
+serves it is no reason to restart it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,26 @@ the container's home and ``/tmp``, which a recreated container does not have, so
 would pay its compilation again after an update or a restore."""
 
 
+GPU_CACHES = (
+    ("CUDA_CACHE_PATH", "cuda"),
+    ("FLASHINFER_WORKSPACE_BASE", "flashinfer"),
+)
+"""The GPU JIT caches, as (variable, folder under ``DATA/cache``), kept on the volume like the
+compile caches: the CUDA driver's PTX cache (default ``~/.nv/ComputeCache``) and FlashInfer's
+JIT kernels (FlashInfer keeps them in ``$FLASHINFER_WORKSPACE_BASE/.cache/flashinfer``, with
+the home folder as the default base)."""
+
+CUDA_CACHE_MAXSIZE = str(4 * 1024**3)
+"""The CUDA driver's cache limit (its default, 256 MiB, evicts a large model's kernels)."""
+
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "1")
+"""Set for a model whose files vllmd fetched completely: a restart, a crash restart or a
+recreated container then needs no hub. Placed before ``serveEnv``, which may override it."""
+
+READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
+"""vLLM's own deadline for its engine to come up (default 600 s, whole seconds): set to the
+loading cap, so that vLLM does not cut short a load that vllmd's health still calls loading."""
+
 CPU_ENV = (("VLLM_USE_AOT_COMPILE", "0"),)
 """Defaults for the ``cpu`` variant only, before ``serveEnv`` (a user's value wins). vLLM 0.32's
 CPU build saves an ahead-of-time compiled artifact that it then fails to load on the next start
@@ -76,19 +98,31 @@ class LaunchSettings(Protocol):
     @property
     def drain_timeout_s(self) -> float: ...
     @property
+    def loading_cap_s(self) -> float: ...
+    @property
     def variant(self) -> Variant: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """One way of starting vLLM: the full argv and the full environment."""
+    """One way of starting vLLM: the full argv and the full environment.
+
+    ``offline`` holds what a launch without the hub adds to ``env`` (:data:`OFFLINE_ENV`, unless
+    ``serveEnv`` names it); it is not compared, so it never restarts what runs.
+    """
 
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = field(repr=False)  # values may be secrets
+    offline: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def environ(self) -> dict[str, str]:
         """The environment as a mapping, for ``subprocess``."""
+        return dict(self.env + self.offline)
+
+    @property
+    def hub_env(self) -> dict[str, str]:
+        """The environment without the offline rule: what a fetch from the hub runs with."""
         return dict(self.env)
 
     @property
@@ -279,8 +313,13 @@ def plan_launch(
     settings: LaunchSettings,
     base_env: Mapping[str, str],
     guard_dir: Path | None = None,
+    *,
+    offline: bool = False,
 ) -> Plan:
     """Compute the launch CONTRACT §2.4 describes, or no launch when no model is selected.
+
+    ``offline``: the model's files were fetched completely, so vLLM gets ``HF_HUB_OFFLINE=1``
+    (after the daemon's own environment, before ``serveEnv``, which may override it).
 
     With ``settings.auth == "guard"`` vLLM gets ``--middleware vllmd.guard.ApiKeyGuard`` and the
     key file's path instead of ``--api-key KEY``: the key is then not part of the launch, so a new
@@ -306,8 +345,10 @@ def plan_launch(
     env["HF_HUB_CACHE"] = str(settings.models_dir)
     env["PYTHONUNBUFFERED"] = "1"
     env["HF_HUB_VERBOSITY"] = "info"
-    for name, folder in COMPILE_CACHES:  # before serveEnv: a user's value wins
+    for name, folder in COMPILE_CACHES + GPU_CACHES:  # before serveEnv: a user's value wins
         env[name] = str(settings.cache_dir / folder)
+    env["CUDA_CACHE_MAXSIZE"] = CUDA_CACHE_MAXSIZE
+    env[READY_TIMEOUT_ENV] = _seconds_arg(settings.loading_cap_s)
     if settings.variant == "cpu":
         env.update(CPU_ENV)
     for var in store.serveEnv:
@@ -318,4 +359,7 @@ def plan_launch(
         if guard_dir is not None:
             rest = env.get("PYTHONPATH")
             env["PYTHONPATH"] = f"{guard_dir}:{rest}" if rest else str(guard_dir)
-    return Plan(Launch(tuple(argv), tuple(env.items())), tuple(dropped))
+    # Over the daemon's own value (Launch.environ merges it last), under serveEnv's.
+    given = {var.name for var in store.serveEnv}
+    extra = (OFFLINE_ENV,) if offline and OFFLINE_ENV[0] not in given else ()
+    return Plan(Launch(tuple(argv), tuple(env.items()), extra), tuple(dropped))

@@ -226,6 +226,17 @@ def is_live_vllmd(pid: int, proc_root: Path = PROC) -> bool:
     return False
 
 
+def health_text(document: dict[str, object]) -> str:
+    """``vllmd health --text``: ``result: message``, then ``download: …`` while a fetch shows
+    (``detail.fetch.message``: the old model may serve, with the new one's files coming)."""
+    lines = [f"{document.get('result')}: {document.get('message')}"]
+    detail = document.get("detail")
+    fetch = detail.get("fetch") if isinstance(detail, dict) else None
+    if isinstance(fetch, dict) and isinstance(fetch.get("message"), str):
+        lines.append(f"download: {fetch['message']}")
+    return "\n".join(lines)
+
+
 def health_command(
     args: argparse.Namespace,
     settings: Settings,
@@ -267,7 +278,7 @@ def health_command(
         )
         return EXIT_NO_DAEMON
     if getattr(args, "text", False):
-        print(f"{document.get('result')}: {document.get('message')}", file=out)
+        print(health_text(document), file=out)
     else:
         print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
     return EXIT_SUCCESS if document.get("result") == "success" else EXIT_UNHEALTHY
