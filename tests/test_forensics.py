@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vllmd.core.forensics import MAX_LINE_CHARS, OutputTail, diagnose
+from vllmd.core.forensics import MAX_LINE_CHARS, OutputTail, diagnose, misses_a_file
 from vllmd.core.health import Diagnosis
 from vllmd.core.masking import MASK, masker
 
@@ -370,3 +370,39 @@ def test_a_cause_named_before_a_silent_kill_is_used() -> None:
     assert diagnosis is not None
     assert diagnosis.kind == "disk-full"
     assert diagnosis.line.endswith("Not enough free disk space to download the file.")
+
+
+# -- an offline launch that misses a file (vllmd fetched the model, vLLM wants more) ---------------
+
+# (promise, recorded output of vLLM 0.32 with HF_HUB_OFFLINE=1, the telling line starts with)
+OFFLINE = [
+    ("no snapshot of the model in the cache", "offline-no-snapshot.log",
+     "huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached"),
+    ("a snapshot without its tokenizer.json", "offline-missing-tokenizer.log",
+     "ValueError: Couldn't instantiate the backend tokenizer"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "line"), [row[1:] for row in OFFLINE], ids=[row[0] for row in OFFLINE]
+)
+def test_an_offline_launch_that_misses_a_file_asks_for_the_hub(name: str, line: str) -> None:
+    # given what vLLM printed when it missed a file while started without the hub
+    diagnosis = diagnosed(name)
+    assert diagnosis.line.startswith(line)
+    # then an offline launch asks for one online relaunch, and an online launch does not
+    assert misses_a_file(diagnosis, offline=True)
+    assert not misses_a_file(diagnosis, offline=False)
+
+
+def test_the_offline_cause_says_why_and_what_vllmd_does() -> None:
+    diagnosis = diagnosed("offline-no-snapshot.log")
+    assert diagnosis.kind == "offline-missing-file"
+    assert diagnosis.cause is not None and "HF_HUB_OFFLINE=1" in diagnosis.cause
+    assert diagnosis.advice is not None and "hub reachable" in diagnosis.advice
+
+
+def test_other_crashes_of_an_offline_launch_do_not_ask_for_the_hub() -> None:
+    for name in ("cuda-oom.log", "shm-too-small.log", "bad-arguments.log"):
+        assert not misses_a_file(diagnosed(name), offline=True), name
+    assert not misses_a_file(None, offline=True)

@@ -29,6 +29,13 @@ __all__ = ["TAIL_BYTES", "Diagnosis", "OutputTail", "diagnose", "misses_a_file"]
 OFFLINE_MISSES = frozenset({"offline-missing-file", "network"})
 """What an offline launch's crash shows when vLLM wanted a file vllmd did not fetch: without the
 hub, "could not connect" can only mean that a file was missing from the cache."""
+_OFFLINE_HINTS = re.compile(
+    r"Couldn't instantiate the backend tokenizer|does not appear to have a file named"
+    r"|Can't load tokenizer|couldn't find them in the cached files"
+)
+"""Lines that name no cause of their own, but that an offline launch prints for a file missing
+from the cache (vLLM 0.32 without ``tokenizer.json`` says only that it cannot build the
+tokenizer)."""
 
 TAIL_BYTES = 256 * 1024
 MAX_LINE_CHARS = 400
@@ -294,4 +301,6 @@ def diagnose(text: str) -> Diagnosis | None:
 def misses_a_file(diagnosis: Diagnosis | None, offline: bool) -> bool:
     """Whether a vLLM launched with ``offline`` (``HF_HUB_OFFLINE=1``) stopped for a file that
     is not in the cache: then it must start once more with the hub reachable."""
-    return offline and diagnosis is not None and diagnosis.kind in OFFLINE_MISSES
+    if not offline or diagnosis is None:
+        return False
+    return diagnosis.kind in OFFLINE_MISSES or bool(_OFFLINE_HINTS.search(diagnosis.line))
