@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from anyio.abc import SocketAttribute, SocketStream
 
+from tests.conftest import ipv6_loopback_bound
 from vllmd.daemon.probe import Outcome, Prober, ProbeResult, StartupHint, loopback_host
 
 pytestmark = pytest.mark.anyio
@@ -25,8 +26,9 @@ def anyio_backend() -> str:
 
 
 @asynccontextmanager
-async def http_server(status: list[int]) -> AsyncIterator[int]:
-    """An aiohttp server on a free loopback port whose ``/health`` answers ``status[0]``."""
+async def http_server(status: list[int], sock: socket.socket | None = None) -> AsyncIterator[int]:
+    """An aiohttp server on a free loopback port (or on ``sock``, bound) whose ``/health`` answers
+    ``status[0]``."""
 
     async def handle(request: web.Request) -> web.Response:
         return web.Response(status=status[0], text="")
@@ -35,8 +37,9 @@ async def http_server(status: list[int]) -> AsyncIterator[int]:
     app.router.add_get("/health", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     site = web.SockSite(runner, sock)
     await site.start()
@@ -73,15 +76,9 @@ def bound_not_listening() -> Iterator[int]:
         sock.close()
 
 
-@asynccontextmanager
-async def prober(port: int, host: str = "127.0.0.1", **timeouts: float) -> AsyncIterator[Prober]:
-    async with Prober(host, port, **timeouts) as probe:
-        yield probe
-
-
 async def test_a_listening_vllm_answering_200_is_healthy() -> None:
-    async with http_server([200]) as port, prober(port) as probe:
-        result = await probe.check()
+    async with http_server([200]) as port:
+        result = await Prober("127.0.0.1", port).check()
 
     assert result == ProbeResult.HEALTHY
     assert result.ok
@@ -89,8 +86,8 @@ async def test_a_listening_vllm_answering_200_is_healthy() -> None:
 
 
 async def test_a_503_is_unhealthy_and_keeps_the_status() -> None:
-    async with http_server([503]) as port, prober(port) as probe:
-        result = await probe.check()
+    async with http_server([503]) as port:
+        result = await Prober("127.0.0.1", port).check()
 
     assert result.outcome is Outcome.UNHEALTHY
     assert result.status == 503
@@ -99,7 +96,8 @@ async def test_a_503_is_unhealthy_and_keeps_the_status() -> None:
 
 async def test_each_check_sees_the_current_answer() -> None:
     status = [200]
-    async with http_server(status) as port, prober(port) as probe:
+    async with http_server(status) as port:
+        probe = Prober("127.0.0.1", port)
         first = await probe.check()
         status[0] = 503
         second = await probe.check()
@@ -114,7 +112,8 @@ async def test_each_check_sees_the_current_answer() -> None:
 
 
 async def test_a_server_that_never_answers_is_no_answer_within_the_timeout() -> None:
-    async with silent_server() as port, prober(port, request_timeout_s=0.3) as probe:
+    async with silent_server() as port:
+        probe = Prober("127.0.0.1", port, request_timeout_s=0.3)
         started = time.monotonic()
         with anyio.fail_after(5):
             result = await probe.check()
@@ -125,45 +124,39 @@ async def test_a_server_that_never_answers_is_no_answer_within_the_timeout() -> 
 
 
 async def test_a_bound_but_not_listening_port_is_not_listening() -> None:
-    with bound_not_listening() as port:
-        async with prober(port) as probe:
-            with anyio.fail_after(5):
-                result = await probe.check()
+    with bound_not_listening() as port, anyio.fail_after(5):
+        result = await Prober("127.0.0.1", port).check()
 
     assert result == ProbeResult.NOT_LISTENING
 
 
 async def test_a_vllm_that_went_away_after_ready_is_noticed() -> None:
     async with http_server([200]) as port:
-        async with prober(port) as probe:
-            ready = await probe.check()
         probe = Prober("127.0.0.1", port)
-    try:
-        with anyio.fail_after(5):
-            gone = await probe.check()
-    finally:
-        await probe.aclose()
+        ready = await probe.check()
+    with anyio.fail_after(5):
+        gone = await probe.check()
 
     assert (ready.outcome, gone.outcome) == (Outcome.HEALTHY, Outcome.NOT_LISTENING)
 
 
 async def test_a_wildcard_host_is_probed_on_loopback() -> None:
-    async with http_server([200]) as port, prober(port, host="0.0.0.0") as probe:
-        result = await probe.check()
+    async with http_server([200]) as port:  # on 127.0.0.1 only
+        result = await Prober("0.0.0.0", port).check()
 
-    assert probe.url == f"http://127.0.0.1:{port}/health"
     assert result == ProbeResult.HEALTHY
 
 
-async def test_aclose_is_idempotent_and_a_closed_prober_can_check_again() -> None:
-    async with http_server([200]) as port:
-        probe = Prober("127.0.0.1", port)
-        await probe.aclose()
-        try:
-            assert await probe.check() == ProbeResult.HEALTHY
-        finally:
-            await probe.aclose()
-            await probe.aclose()
+async def test_an_ipv6_wildcard_is_probed_on_ipv6_loopback() -> None:
+    # given: a server on [::1] only (the request's Host header brackets the address)
+    sock = ipv6_loopback_bound(0)
+    if sock is None:
+        pytest.skip("no IPv6 on this machine")
+    async with http_server([200], sock) as port:
+        # when: vLLM's host is the IPv6 wildcard
+        result = await Prober("::", port).check()
+    # then: it is reached, and answers
+    assert result == ProbeResult.HEALTHY
 
 
 async def test_an_answer_that_is_not_http_is_no_answer() -> None:
@@ -175,9 +168,8 @@ async def test_an_answer_that_is_not_http_is_no_answer() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
-        async with prober(listener.extra(SocketAttribute.local_port)) as probe:
-            with anyio.fail_after(5):
-                result = await probe.check()
+        with anyio.fail_after(5):
+            result = await Prober("127.0.0.1", listener.extra(SocketAttribute.local_port)).check()
         tg.cancel_scope.cancel()
     await listener.aclose()
 
@@ -193,9 +185,8 @@ async def test_a_server_that_closes_without_answering_is_no_answer() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
-        async with prober(listener.extra(SocketAttribute.local_port)) as probe:
-            with anyio.fail_after(5):
-                result = await probe.check()
+        with anyio.fail_after(5):
+            result = await Prober("127.0.0.1", listener.extra(SocketAttribute.local_port)).check()
         tg.cancel_scope.cancel()
     await listener.aclose()
 
@@ -215,10 +206,6 @@ def test_the_probe_loads_no_http_client_library() -> None:
 )
 def test_loopback_host(host: str, probed: str) -> None:
     assert loopback_host(host) == probed
-
-
-def test_an_ipv6_url_is_bracketed() -> None:
-    assert Prober("::", 8000).url == "http://[::1]:8000/health"
 
 
 def test_a_result_reads_well_in_a_log_line() -> None:

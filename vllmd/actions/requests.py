@@ -42,11 +42,6 @@ class EnvChange:
     items: tuple[str, ...] | None = None
     source: EnvSource | Literal["--clear-env"] | None = None
 
-    @property
-    def keeps(self) -> bool:
-        """Whether ``serveEnv`` stays as it is."""
-        return self.items is None
-
 
 @dataclass(frozen=True, slots=True)
 class GetApiKey:

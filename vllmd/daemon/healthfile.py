@@ -11,7 +11,8 @@ the previous run's "success" read as this run's; ``vllmd health`` trusts the fil
 running vllmd matches all three.
 
 This module is imported by ``vllmd health``, a container HEALTHCHECK run every few seconds: it
-must stay light (no anyio, no aiohttp, no msgspec).
+must stay light, the standard library and vllmd's own small modules only (no anyio, watchfiles or
+msgspec).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from vllmd import guard
 from vllmd.core.masking import redact
 from vllmd.settings import Settings
+from vllmd.state.atomicfile import write_atomic
 from vllmd.state.credentials import ensure_key
 
 if TYPE_CHECKING:
@@ -75,10 +76,14 @@ def ldconfig(settings: Settings) -> None:
 
 
 def install_guard(run_dir: Path) -> Path:
-    """Place the guard module alone in ``RUN_DIR/pythonpath`` and return that folder."""
+    """Place the guard module alone in ``RUN_DIR/pythonpath`` and return that folder.
+
+    Each file is replaced atomically: a vLLM that imports it while it is placed again (before
+    every launch) reads the old file or the new one, never half of either.
+    """
     folder = run_dir / "pythonpath"
     package = folder / "vllmd"
     package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""vllmd\'s API key guard, alone."""\n')
-    shutil.copyfile(guard.__file__, package / "guard.py")
+    write_atomic(package / "__init__.py", b'"""vllmd\'s API key guard, alone."""\n')
+    write_atomic(package / "guard.py", Path(guard.__file__).read_bytes())
     return folder

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
 from typing import ClassVar
 
 import anyio
@@ -157,7 +156,6 @@ class Prober:
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         netloc = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{netloc}:{port}/health"
         self._request = (
             f"GET /health HTTP/1.1\r\nHost: {netloc}:{port}\r\nUser-Agent: vllmd-probe\r\n"
             "Connection: close\r\n\r\n"
@@ -194,20 +192,6 @@ class Prober:
         if status == 200:
             return ProbeResult.HEALTHY
         return ProbeResult(Outcome.UNHEALTHY, status, reason=f"GET /health answered {status}")
-
-    async def aclose(self) -> None:
-        """Nothing to release (each check closes its connection); kept for ``async with``."""
-
-    async def __aenter__(self) -> Prober:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def prove_ours(port: int, owners: Callable[[], Iterable[int]]) -> ProbeResult:

@@ -116,21 +116,16 @@ async def run_probe(
     """Probe the running vLLM with the real prober at the contract's cadence (and at once on
     vLLM's ``hint``); a 200 counts only from a socket that ``owners`` (vLLM's process tree)
     holds."""
-    prober = Prober(settings.host, settings.port)
-    try:
-        await probe_vllm(
-            prober,
-            settings.port,
-            reconciler,
-            status,
-            STARTING_INTERVAL_S,
-            READY_INTERVAL_S,
-            hint=hint,
-            owners=owners,
-        )
-    finally:
-        with anyio.CancelScope(shield=True):
-            await prober.aclose()
+    await probe_vllm(
+        Prober(settings.host, settings.port),
+        settings.port,
+        reconciler,
+        status,
+        STARTING_INTERVAL_S,
+        READY_INTERVAL_S,
+        hint=hint,
+        owners=owners,
+    )
 
 
 async def probe_vllm(
