@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.hub import Hub
+
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "tests" / "standin" / "vllm"
 
@@ -295,3 +297,15 @@ def start_daemon(volumes: Volumes) -> Iterator[Callable[..., Daemon]]:
                 os.kill(pid, signal.SIGKILL)
         for pid in group_alive(record["pgid"]) if record.get("pgid") else []:
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    """A HuggingFace-compatible hub on 127.0.0.1 serving ``tmp_path/hub`` (see ``tests/hub.py``);
+    point a client at it with ``hub.env()`` (``HF_ENDPOINT``)."""
+    root = tmp_path / "hub"
+    root.mkdir()
+    served = Hub(root)
+    served.start()
+    yield served
+    served.stop()

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "vllmd.process": 5,
     "vllmd.actions": 4,
     "vllmd.hardware": 3,
+    "vllmd.fetch": 3,  # a program of its own: the daemon runs it, nothing imports it
     "vllmd.state": 2,
     "vllmd.settings": 1,
     "vllmd.logs": 1,
@@ -209,6 +210,17 @@ def test_nothing_in_the_runtime_imports_the_demo_but_the_cli_lazily() -> None:
         if _part(found.target) == "vllmd.demo" and _part(found.source) != "vllmd.demo"
     ]
     assert [(f.source, f.in_function) for f in into_demo] == [("vllmd.cli", True)]
+
+
+def test_nothing_in_the_package_imports_the_fetch_worker() -> None:
+    # The worker runs as `python -m vllmd.fetch` in its own process: huggingface_hub, its HTTP
+    # client and hf-xet never load into the daemon.
+    into_fetch = [
+        _where(found)
+        for found in _package_imports()
+        if _part(found.target) == "vllmd.fetch" and _part(found.source) != "vllmd.fetch"
+    ]
+    assert into_fetch == []
 
 
 def test_the_core_imports_no_io_and_no_layer_above_it() -> None:

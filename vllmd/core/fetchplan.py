@@ -33,6 +33,7 @@ import msgspec
 from vllmd.core.launch import flag_values, model_of
 
 __all__ = [
+    "SAFETENSORS_INDEX",
     "Plan",
     "PlanFile",
     "Role",
@@ -50,10 +51,10 @@ ROLES: tuple[Role, ...] = ("model", "tokenizer", "draft")
 # A hub id as vLLM's resolver accepts one: "name" or "org/name", letters, digits, "-", "_", ".".
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
 
-_SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
 _MISTRAL_INDEX = "consolidated.safetensors.index.json"
 _WEIGHT_INDEXES = frozenset(
-    {_SAFETENSORS_INDEX, _MISTRAL_INDEX, "pytorch_model.bin.index.json", "model.bin.index.json"}
+    {SAFETENSORS_INDEX, _MISTRAL_INDEX, "pytorch_model.bin.index.json", "model.bin.index.json"}
 )
 _SMALL_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py")
 
@@ -195,10 +196,10 @@ def weight_files(paths: Sequence[str], shards: Collection[str] | None = None) ->
         chosen = _top(paths, pattern)
         if not chosen:
             continue
-        if pattern == "*.safetensors" and _SAFETENSORS_INDEX in paths:
+        if pattern == "*.safetensors" and SAFETENSORS_INDEX in paths:
             if shards is not None:
                 chosen = [p for p in chosen if p in shards]
-            return [*chosen, _SAFETENSORS_INDEX]
+            return [*chosen, SAFETENSORS_INDEX]
         return chosen
     return []
 
