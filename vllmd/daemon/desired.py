@@ -5,15 +5,22 @@ The reconciler's eyes: it makes a missing or invalid key anew, keeps the last go
 ``store.json`` is invalid (and never touches the file), teaches the masker the store's secrets,
 and warns once about fixed flags it drops. It writes no status: the reconciler reads
 :attr:`DesiredLaunch.store_problem` and reports it.
+
+It also says what the launch needs from the hub (:attr:`DesiredLaunch.targets`) and whether all
+of it is in the cache (:attr:`DesiredLaunch.cached`); a launch whose files vllmd fetched
+completely goes without the hub (``HF_HUB_OFFLINE=1``), unless that launch once missed a file
+offline (:meth:`DesiredLaunch.go_online`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from vllmd.core.fetchplan import Target, targets
 from vllmd.core.launch import Launch, plan_launch, secrets_of
 from vllmd.core.masking import masker, redact
 from vllmd.settings import Settings
@@ -33,10 +40,17 @@ class DesiredLaunch:
         settings: where the files are, and what the launch is made of.
         base_env: the environment vLLM inherits.
         guard_dir: where the API key guard lies, with ``--auth guard``.
+        is_complete: whether every file of these hub targets is in the cache, as fetched by
+            vllmd; ``None``: vllmd fetches nothing and vLLM downloads what it needs itself.
     """
 
     def __init__(
-        self, settings: Settings, *, base_env: Mapping[str, str], guard_dir: Path | None = None
+        self,
+        settings: Settings,
+        *,
+        base_env: Mapping[str, str],
+        guard_dir: Path | None = None,
+        is_complete: Callable[[Sequence[Target]], bool] | None = None,
     ) -> None:
         self._settings = settings
         self._base_env = dict(base_env)
@@ -46,6 +60,12 @@ class DesiredLaunch:
         self._store_print: bytes | None = None
         self._store_problem: str | None = None
         self._dropped: tuple[str, ...] = ()
+        self._is_complete = is_complete
+        self._online: Launch | None = None
+        self.targets: tuple[Target, ...] = ()
+        """What the launch read last needs from the hub (empty: nothing, or no fetching)."""
+        self.cached = True
+        """Every file of :attr:`targets` is in the cache."""
 
     @property
     def store_problem(self) -> str | None:
@@ -110,7 +130,14 @@ class DesiredLaunch:
         if store is not None:
             # vLLM may print them (its "non-default args" line does): all of them are masked.
             masker.use(secrets_of(store))
-        plan = plan_launch(store, key, self._settings, self._base_env, self._guard_dir)
+        needs: tuple[Target, ...] = ()
+        if store is not None and self._is_complete is not None:
+            needs = targets(store.serveArgs, _is_local)
+        self.targets = needs
+        self.cached = not needs or self._is_complete is None or self._is_complete(needs)
+        offline = bool(needs) and self.cached
+        settings = self._settings
+        plan = plan_launch(store, key, settings, self._base_env, self._guard_dir, offline=offline)
         if plan.dropped != self._dropped and plan.dropped:
             log.warning(
                 "ignoring %s in %s: vllmd sets these itself",
@@ -118,7 +145,21 @@ class DesiredLaunch:
                 self._settings.store_path,
             )
         self._dropped = plan.dropped
-        return plan.launch
+        launch = plan.launch
+        if launch is not None and launch == self._online:
+            return replace(launch, offline=())
+        self._online = None  # another configuration: the exception was for that one only
+        return launch
+
+    def go_online(self, launch: Launch) -> None:
+        """``launch`` missed a file offline: from now on it goes with the hub reachable, so that
+        vLLM downloads what it misses (until the configuration changes)."""
+        self._online = launch
+
+
+def _is_local(name: str) -> bool:
+    """Whether vLLM would read ``name`` as a folder (it checks the path before the hub)."""
+    return Path(name).exists()
 
 
 def _fingerprint(path: Path) -> bytes | None:

@@ -1,10 +1,11 @@
 """The reconciler: wake on edges, act on levels.
 
-Every wake-up (a file event, a vLLM exit, a wedged verdict, the periodic rescan) ends in
-:meth:`Reconciler.reconcile`: read (both files, the vLLM it started), decide
-(:func:`vllmd.core.decide.decide`, a pure function), act (start, stop), and again until nothing is
-due now. A burst of events, a missed event or a write caught half-way all end in the same place,
-because it always looks at the files as they are. It is the only writer of :class:`Status`.
+Every wake-up (a file event, a vLLM exit, a wedged verdict, the end of a fetch, the periodic
+rescan) ends in :meth:`Reconciler.reconcile`: read (both files, the vLLM it started, the fetch it
+started), decide (:func:`vllmd.core.decide.decide`, a pure function), act (start, stop, fetch),
+and again until nothing is due now. A burst of events, a missed event or a write caught half-way
+all end in the same place, because it always looks at the files as they are. It is the only
+writer of :class:`Status`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import anyio
 from anyio.abc import TaskStatus
 
 from vllmd.core.backoff import Backoff
-from vllmd.core.decide import Act, Running, decide, settled_at
+from vllmd.core.decide import Act, Fetch, Running, decide, settled_at
 from vllmd.core.exits import describe_exit
-from vllmd.core.forensics import diagnose
+from vllmd.core.forensics import diagnose, misses_a_file
 from vllmd.core.health import Diagnosis, ExitInfo, Phase
 from vllmd.core.launch import Launch
 from vllmd.core.readiness import Readiness, Seen
 from vllmd.daemon.desired import DesiredLaunch
+from vllmd.daemon.fetches import Fetches
 from vllmd.daemon.status import Status
 from vllmd.process.proc import describe, port_holders
 from vllmd.process.supervisor import Child
@@ -101,6 +103,8 @@ class Reconciler:
         prepare: what every launch needs on disk (the model cache folder, the guard module),
             made again before each launch; an OSError it raises is logged and the launch goes
             ahead (vLLM then says what it misses, and is restarted after its back-off).
+        fetches: fetches a hub model's files before its launch (make before break); ``None``:
+            vLLM downloads them itself, as it did before vllmd fetched.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         rescan_s: float = RESCAN_S,
         prepare: Callable[[], None] | None = None,
+        fetches: Fetches | None = None,
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
@@ -130,7 +135,13 @@ class Reconciler:
         self._exit_noted: Child | None = None
         self._last_start = -math.inf
         self._restart_at: float | None = None
-        self._files = DesiredLaunch(settings, base_env=base_env, guard_dir=guard_dir)
+        self._fetches = fetches
+        self._files = DesiredLaunch(
+            settings,
+            base_env=base_env,
+            guard_dir=guard_dir,
+            is_complete=None if fetches is None else fetches.is_complete,
+        )
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -161,7 +172,10 @@ class Reconciler:
                 bell.changes_read()
             desired = self._files.read()
             self._status.store_read(self._files.store_problem)
-            decision = decide(desired, self._running(), self._restart_at)
+            fetch = self._fetch_for(desired)
+            decision = decide(
+                desired, self._running(), self._restart_at, cached=self._files.cached, fetch=fetch
+            )
             if not decision.due(now):
                 return decision.at
             await self._act(decision.act, desired)
@@ -170,7 +184,20 @@ class Reconciler:
         child = self._child
         if child is None:
             return None
-        return Running(child.launch, done=child.done.is_set(), wedged=self._readiness.wedged)
+        readiness = self._readiness
+        return Running(
+            child.launch, done=child.done.is_set(), wedged=readiness.wedged, ready=readiness.ready
+        )
+
+    def _fetch_for(self, desired: Launch | None) -> Fetch | None:
+        """The last fetch, as decide takes it; a failed one no longer wanted is forgotten."""
+        fetches = self._fetches
+        fetch = None if fetches is None else fetches.view
+        stale = fetch is not None and not fetch.active and fetch.launch != desired
+        if fetches is not None and stale:
+            fetches.forget()
+            return None
+        return fetch
 
     async def _act(self, act: Act, desired: Launch | None) -> None:
         status, supervisor = self._status, self._supervisor
@@ -190,6 +217,13 @@ class Reconciler:
             )
             await supervisor.stop(drain=False)  # it answers nothing: there is nothing to drain
             self._schedule_restart(child, Phase.WEDGED)
+        elif act is Act.FETCH:
+            assert desired is not None
+            self._fetch(desired)
+        elif act is Act.CANCEL_FETCH:
+            assert self._fetches is not None
+            log.info("the configuration changed during a download")
+            await self._fetches.cancel()
         elif act is Act.STOP:
             if child is not None and not child.done.is_set():
                 log.info("no model selected: stopping vLLM")
@@ -197,8 +231,25 @@ class Reconciler:
             self._child, self._restart_at = None, None
             status.no_model()
 
+    def _fetch(self, launch: Launch) -> None:
+        """Fetch ``launch``'s files: beside the ready old model, or first (the loading)."""
+        assert self._fetches is not None  # decide fetches only what the cache check asked for
+        child = self._child
+        serving = child is not None and not child.done.is_set() and self._readiness.ready
+        if not serving:
+            new_config = child is None or child.launch != launch
+            now = self._clock()
+            if new_config:  # an old one that ended is not coming back
+                self._backoff.reset()
+                self._status.progress.reset(now)
+                self._child, self._restart_at = None, None
+            self._status.started(launch.model, new_config_at=now if new_config else None)
+        self._fetches.start(launch, self._files.targets)
+
     async def _start(self, launch: Launch, *, new_config: bool) -> None:
         status = self._status
+        if self._fetches is not None:
+            self._fetches.forget()  # its model is launched: detail.fetch has said its piece
         now = self._clock()
         self._restart_at = None
         if new_config:
@@ -233,12 +284,27 @@ class Reconciler:
     # -- what happened to vLLM ------------------------------------------------------------------
 
     def _note_exit(self) -> None:
-        """A vLLM that ended on its own (crash, or could not start): schedule its restart."""
+        """A vLLM that ended on its own (crash, or could not start): schedule its restart; an old
+        model that ends while the new one's files come is not restarted: the fetch goes on,
+        and is the loading from now."""
         child = self._child
         if child is None or child is self._exit_noted or child.stopping or not child.done.is_set():
             return
         self._exit_noted = child
+        fetch = None if self._fetches is None else self._fetches.view
+        if fetch is not None and fetch.launch != child.launch:
+            log.warning(
+                "vLLM of the previous model %s during the download of the next; the next starts "
+                "once its files are in",
+                describe_exit(child.returncode),
+            )
+            self._child, self._restart_at = None, None
+            self._status.started(self._fetches_model(), new_config_at=self._clock())
+            return
         self._schedule_restart(child, Phase.CRASHED)
+
+    def _fetches_model(self) -> str | None:
+        return None if self._fetches is None else self._fetches.model()
 
     def _schedule_restart(self, child: Child, phase: Literal[Phase.CRASHED, Phase.WEDGED]) -> None:
         ready_since = self._readiness.ready_since
@@ -251,6 +317,14 @@ class Reconciler:
         diagnosis = _with_port_holder(diagnose(self._status.tail.text()), self._settings.port)
         if child.spawn_error is not None and diagnosis is None:
             diagnosis = diagnose(f"ERROR cannot start {child.launch.argv[0]}: {child.spawn_error}")
+        if misses_a_file(diagnosis, offline=bool(child.launch.offline)):
+            assert diagnosis is not None
+            log.warning(
+                "vLLM, started without the hub (HF_HUB_OFFLINE=1) since its files were fetched, "
+                "missed a file in the cache (%s); starting it once more with the hub reachable",
+                diagnosis.line,
+            )
+            self._files.go_online(child.launch)
         returncode = child.returncode if child.returncode is not None else -1
         self._status.exited(
             phase,

@@ -19,7 +19,7 @@ from typing import Literal
 import anyio
 
 from vllmd.core.forensics import OutputTail
-from vllmd.core.health import ExitInfo, Phase, Snapshot
+from vllmd.core.health import ExitInfo, Fetching, Phase, Snapshot
 from vllmd.core.progress import ProgressTracker
 
 __all__ = ["Status"]
@@ -50,7 +50,8 @@ class Status:
     # two stories). mypy checks each ``replace`` against the record's fields.
 
     def started(self, model: str | None, *, new_config_at: float | None) -> None:
-        """A vLLM was started for ``model``: loading, no stuck processes. ``new_config_at``: a new
+        """A vLLM was started for ``model`` (or its files are fetched first, with no old model
+        serving): loading, no stuck processes. ``new_config_at``: a new
         configuration's launch time (a new loading clock, the last exit forgotten); ``None`` for a
         restart of the same one (both kept)."""
         record = replace(self._record, phase=Phase.STARTING, stuck_pids=(), model=model)
@@ -87,6 +88,11 @@ class Status:
                 self._record, phase=Phase.NO_MODEL, exit=None, config_started_at=None, model=None
             )
         )
+
+    def fetching(self, fetch: Fetching | None) -> None:
+        """What the fetch of a model's files shows now (``None``: no fetch to show)."""
+        if fetch != self._record.fetch:
+            self._become(replace(self._record, fetch=fetch))
 
     def store_read(self, problem: str | None) -> None:
         """``store.json`` was read: why it was not used (``None``: it was)."""
