@@ -1,36 +1,32 @@
-"""``python -m bench``: run the benchmark, print the table, write JSON (and a PNG chart)."""
+"""``python -m bench``: run the benchmark, print the table against today's figures, write JSON.
+
+Exit status 1 when a guarded figure is more than 1.5x worse than the committed baseline's
+(``--quick`` runs compare but never fail: their few samples are for the smoke test).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.report import chart, render
+from bench import baseline
 from bench.run import Config, run
-from bench.summary import LATENCIES, summarize
+from bench.summary import flatten, summarize, table
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-
-
-def _steps(text: str) -> tuple[int, ...]:
-    try:
-        steps = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of milliseconds: {text!r}") from None
-    if not steps or min(steps) < 1:
-        raise argparse.ArgumentTypeError("steps are positive milliseconds")
-    return steps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="How fast vllmd reacts, and what it costs idle, next to the floor.",
+        description="How fast vllmd reacts and what it costs idle, against today's figures.",
     )
     parser.add_argument(
         "--samples",
@@ -41,10 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
     parser.add_argument("--idle-s", type=float, help="idle window in seconds (default 60)")
     parser.add_argument(
-        "--steps",
-        type=_steps,
-        default=(10, 30, 50),
-        help="watch steps in ms to compare, comma-separated (default 10,30,50)",
+        "--baseline",
+        type=Path,
+        default=baseline.PATH,
+        help=f"today's figures to compare with (default {baseline.PATH})",
+    )
+    parser.add_argument(
+        "--save-baseline",
+        action="store_true",
+        help="write this run's figures to --baseline (after a change that is meant)",
     )
     parser.add_argument(
         "--real",
@@ -52,14 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead: vllmd over the real CPU vLLM next to vllm serve (minutes; not in CI)",
     )
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=2,
-        metavar="N",
-        help="--real: rounds of ready and stop (default 2)",
-    )
-    parser.add_argument(
-        "--no-warm", action="store_true", help="--real: leave out the warm restart (minutes)"
+        "--rounds", type=int, default=2, metavar="N", help="--real: rounds of ready and stop"
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
@@ -67,10 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples is not None and args.samples < 1:
         parser.error("--samples must be at least 1")
-    config = Config.make(
-        quick=args.quick, samples=args.samples, idle_s=args.idle_s, steps=args.steps
-    )
-
     began = time.monotonic()
 
     def log(message: str) -> None:
@@ -79,42 +69,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.real:
         from bench.real_report import main_real
 
-        return main_real(args.out, args.rounds, log, warm=not args.no_warm)
+        return main_real(args.out, args.rounds, log)
 
+    config = Config.make(quick=args.quick, samples=args.samples, idle_s=args.idle_s)
     raw = run(config, log)
-    result = summarize(raw)
-    table = render(result["rows"])
-    print(table)
+    sections = summarize(raw)
+    figures = flatten(sections)
+    today, about = baseline.load(args.baseline)
+    verdicts = baseline.compare(figures, today)
+    text = table(sections, verdicts)
+    worse = [name for name, v in verdicts.items() if v.worse]
+    new = baseline.missing(figures, today)
+    print(text)
+    if about:
+        print(f"\ntoday: {about.get('measured', '?')}, {about.get('command', '?')}")
+    for name in worse:
+        limit = baseline.limit(today[name])
+        print(f"WORSE: {figures[name].label.strip()}: over {limit:g} {figures[name].unit}")
+    if new:
+        print(f"not in the baseline (save one): {', '.join(new)}")
 
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     args.out.mkdir(parents=True, exist_ok=True)
     document = {
-        "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
+        "command": command,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": raw["machine"],
-        "config": raw["config"],
-        "load_avg": raw["load_avg"],
-        "duration_s": raw["duration_s"],
-        "figures": result["figures"],
-        "steps": result["steps"],
-        "floor": result["floor"],
-        "burst_trials": raw["burst"],
-        "table": table,
+        "raw": dataclasses.asdict(raw),
+        "figures": {name: dataclasses.asdict(f) for name, f in figures.items()},
+        "today": {name: dataclasses.asdict(v) for name, v in verdicts.items()},
+        "worse": worse,
+        "table": text,
     }
     (args.out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    (args.out / "table.txt").write_text(table + "\n")
-    series: dict[str, list[float]] = {}
-    for mode, by_step in result["steps"].items():
-        for step, figs in by_step.items():
-            series[f"reconfigure {mode} {step}"] = figs["reconfigure"]["samples_ms"]
-    for name in LATENCIES:
-        if name != "reconfigure":  # charted once a step, above
-            series[name.replace("_", " ")] = result["figures"][name]["samples_ms"]
-    for name, f in result["floor"].items():
-        if "samples_ms" in f:
-            series[f"floor: {name.replace('_', ' ')}"] = f["samples_ms"]
-    png = chart(series, args.out / "latency.png")
-    log(f"wrote {args.out / 'results.json'}" + (f" and {png}" if png else " (no matplotlib)"))
-    return 0
+    (args.out / "table.txt").write_text(text + "\n")
+    if args.save_baseline:
+        about = {"command": command, "commit": _commit(), "machine": raw.machine}
+        baseline.save(args.baseline, figures, about | {"load_avg": raw.load_avg})
+        log(f"wrote the baseline {args.baseline}")
+    log(f"wrote {args.out / 'results.json'}")
+    return 1 if worse and not config.quick else 0
+
+
+def _commit() -> str:
+    """The commit measured (with ``+`` when the tree had changes), for the baseline's record."""
+    here = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty=+"], cwd=here, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -122,26 +123,18 @@ class Fleet:
         self._procs.append(proc)
         return proc
 
-    def daemon(
-        self, volumes: Volumes, *, step_ms: int | None = None, polling: bool = False
-    ) -> Daemon:
-        """Start ``vllmd run`` on ``volumes`` with the stand-in as vLLM (not waiting for it).
-
-        ``step_ms`` goes in ``VLLMD_WATCH_STEP_MS``; ``polling`` sets ``WATCHFILES_FORCE_POLLING``
-        (vllmd's fallback where inotify is unavailable). Neither: the daemon's defaults.
-        """
+    def daemon(self, volumes: Volumes) -> Daemon:
+        """Start ``vllmd run`` on ``volumes`` with the stand-in as vLLM (not waiting for it)."""
         self._count += 1
         port = free_port()
         log = self.workdir / f"daemon{self._count}.log"
-        extra = {"VLLMD_WATCH_STEP_MS": str(step_ms)} if step_ms else {}
-        env = child_env(**extra, **({"WATCHFILES_FORCE_POLLING": "1"} if polling else {}))
         argv = [sys.executable, "-m", "vllmd", "run", "--data", str(volumes.data)]
         argv += ["--public", str(volumes.public), "--run-dir", str(volumes.run)]
         argv += ["--vllm", str(STANDIN), "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--no-ldconfig", "--stop-timeout", "5"]
         with log.open("wb") as out:
             t0 = time.monotonic()
-            proc = self.popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            proc = self.popen(argv, stdout=out, stderr=subprocess.STDOUT)
         return Daemon(proc, volumes, port, log, t0)
 
     def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
@@ -207,21 +200,29 @@ class Daemon:
         wait_until(up, timeout_s, "vllmd is up", self.volumes.watch)
 
 
-def usage(pid: int) -> dict[str, float]:
-    """CPU seconds (all threads), RSS and context switches (summed over live threads) of ``pid``."""
+@dataclass(frozen=True)
+class Usage:
+    """What ``/proc`` says a process has used so far."""
+
+    cpu_s: float
+    """utime + stime, all its threads (not its children)."""
+    rss_mb: float
+    """``VmRSS`` in MB (10^6 B)."""
+    voluntary: int
+    """Voluntary context switches summed over its live threads: its wake-ups."""
+
+
+def usage(pid: int) -> Usage:
+    """CPU seconds, RSS and wake-ups of ``pid`` so far."""
     fields, whole = stat(pid), status(pid)
     if fields is None or whole is None:
         raise BenchError(f"pid {pid} exited before its usage was read")
-    cpu_s = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, fields 14 and 15
-    voluntary = involuntary = 0
+    voluntary = 0
     for thread in threads(pid):
         one = status(pid, thread=thread) or {}  # a thread that ended counts no more
         voluntary += int(one.get("voluntary_ctxt_switches", 0))
-        involuntary += int(one.get("nonvoluntary_ctxt_switches", 0))
-    return {
-        "cpu_s": cpu_s,
-        "rss_mb": int(whole["VmRSS"].split()[0]) * 1024 / 1e6,  # kB are KiB; MB are 10^6 B
-        "voluntary": voluntary,
-        "involuntary": involuntary,
-        "threads": int(whole["Threads"]),
-    }
+    return Usage(
+        cpu_s=(int(fields[11]) + int(fields[12])) / CLK_TCK,  # utime, stime: fields 14 and 15
+        rss_mb=int(whole["VmRSS"].split()[0]) * 1024 / 1e6,  # kB are KiB
+        voluntary=voluntary,
+    )

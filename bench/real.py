@@ -10,10 +10,6 @@ slow moment of the machine lands on both:
 - **key rotation** (``--auth guard``): ``credentials.json`` deleted → the new key is accepted.
 - **stop**: SIGTERM to vllmd → vllmd exited, vLLM's group empty; floor: SIGTERM straight to the
   direct ``vllm serve`` → it exited. Target: ≤ floor + 50 ms.
-- **warm restart**: a daemon started with a compiling configuration (no ``--enforce-eager``) on
-  fresh volumes, then on the same data volume but a fresh home, ``/tmp`` and run folder, as a
-  recreated container would be: exec → ready, and what ``DATA/cache`` holds. Target: the second
-  ≤ 0.7x the first.
 """
 
 from __future__ import annotations
@@ -26,37 +22,34 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.files import BenchError, Volumes, valid_key, wait_until, write_json_atomic
+from bench.files import BenchError, Volumes, valid_key, write_json_atomic
 from bench.procs import Fleet, free_port, ms, wait_exit
 from vllmd.core.launch import plan_launch
 from vllmd.core.schema import Store
-from vllmd.daemon.serve import install_guard
+from vllmd.daemon.prepare import install_guard
 from vllmd.demo import cpuenv
 from vllmd.process.proc import group_members
 from vllmd.settings import Settings
-from vllmd.state.disk import tree_size
 
 READY_PLUS_S = 0.3
 STOP_PLUS_MS = 50.0
-WARM_X = 0.7
-WARM_ROUNDS = 1
-"""Cold and warm once per configuration: a start that compiles takes minutes on two cores."""
 LOAD_S = 900.0
 """How long one real vLLM may take to be ready here (31-90 s measured on two busy cores)."""
 
 
-def _env(scratch: Path, home: Path | None = None) -> dict[str, str]:
+def _env(scratch: Path, hub: Mapping[str, str] | None = None) -> dict[str, str]:
     """The daemon's environment: ours without ``PYTHONPATH`` (nothing of the benchmark leaks into
-    vLLM's Python), the CPU vLLM's offline switches, scratch files under ``scratch``."""
+    vLLM's Python), the CPU vLLM's offline switches, scratch files under ``scratch``. With
+    ``hub`` (the test hub's variables), online instead: vllmd fetches from there."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(cpuenv.run_env(scratch))
-    if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        env["HOME"] = str(home)
+    if hub is not None:
+        env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(hub)
     return env
 
 
@@ -92,17 +85,19 @@ class Real:
         self.fleet, self.env, self.log = fleet, env, log
         self.sessions: set[int] = set()
 
-    def daemon(self, v: Volumes, *flags: str, home: Path | None = None) -> Any:
-        """Start ``vllmd run`` over the CPU vLLM on ``v``; return (proc, port, t_exec)."""
+    def daemon(
+        self, v: Volumes, *flags: str, hub: Mapping[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int, float]:
+        """Start ``vllmd run`` over the CPU vLLM on ``v``; return (proc, port, t_exec). With
+        ``hub``, online (see :func:`_env`)."""
         port = free_port()
         argv = [sys.executable, "-m", "vllmd", "run", "--data", str(v.data), "--public"]
         argv += [str(v.public), "--run-dir", str(v.run), "--vllm", str(self.env.vllm)]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--no-ldconfig", *flags]
+        env = _env(v.root / "scratch", hub)
         with (v.root / "daemon.log").open("ab") as out:
             t0 = time.monotonic()
-            proc = self.fleet.popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=_env(v.root / "scratch", home)
-            )
+            proc = self.fleet.popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         return proc, port, t0
 
     def vllm_pid(self, v: Volumes) -> int:
@@ -207,86 +202,14 @@ def rotation(v: Volumes, port: int, n: int) -> list[float]:
     return out
 
 
-WARM_VARIANTS: dict[str, dict[str, str]] = {
-    "vLLM's defaults": {},
-    # vLLM 0.32's CPU build fails to load its own AOT artifact ("'function' object has no attribute
-    # 'finalize_loading'") and compiles again; without AOT it keeps its older compile cache.
-    "VLLM_USE_AOT_COMPILE=0": {"VLLM_USE_AOT_COMPILE": "0"},
-}
-"""The ``serveEnv`` of each warm-restart configuration."""
-
-
-def warm_restart(real: Real, rounds: int) -> dict[str, Any]:
-    """Per configuration: exec → ready with an empty compile cache, then with ``DATA/cache`` kept
-    but a fresh home, ``/tmp`` and run folder; the model compiles (no ``--enforce-eager``)."""
-    return {
-        label: _warm_pairs(real, rounds, label, serve_env, f"w{n}")
-        for n, (label, serve_env) in enumerate(WARM_VARIANTS.items())
-    }
-
-
-def _warm_pairs(
-    real: Real, rounds: int, label: str, serve_env: dict[str, str], slug: str
-) -> dict[str, Any]:
-    """``slug`` names the folders: short, since vLLM's ZMQ sockets under ``TMPDIR`` must fit
-    in 107 characters (a long folder name crashed vLLM at start)."""
-    args = [a for a in real.env.chat_args if a != "--enforce-eager"]
-    env = [{"name": name, "value": value} for name, value in serve_env.items()]
-    out: dict[str, Any] = {"cold": [], "warm": [], "cache_mb": [], "log": []}
-    for i in range(rounds):
-        data = real.fleet.workdir / f"warm-{slug}-{i}-data"
-        for kind in ("cold", "warm"):
-            v = real.fleet.volumes(f"warm-{slug}-{i}-{kind}")
-            if kind == "warm":  # the same data volume, everything else new
-                v.data.rmdir()
-            v.data = data
-            v.store = data / "store.json"
-            data.mkdir(exist_ok=True)
-            if kind == "cold":
-                write_json_atomic(v.store, {"serveArgs": args, "serveEnv": env})
-            real.log(f"real: warm restart, {label}, {i + 1}: {kind}")
-            proc, _port, t0 = real.daemon(v, home=v.root / "home")
-            wait_until(lambda path=v.health: _success(path), LOAD_S, f"{kind} ready", watch=v.watch)
-            out[kind].append(ms(time.monotonic() - t0))
-            real.vllm_pid(v)
-            proc.send_signal(signal.SIGTERM)
-            if wait_exit(proc.pid, 120) is None:
-                raise BenchError("vllmd did not stop within 120 s")
-            proc.wait(5)
-            text = (v.root / "daemon.log").read_text(errors="replace")
-            out["log"].append(
-                {
-                    "kind": kind,
-                    "compiled_again": "Compiling model again" in text,
-                    "loaded_aot": "Directly load AOT compilation" in text,
-                }
-            )
-            if kind == "cold":
-                cache = data / "cache"
-                sizes = {p.name: round(tree_size(p) / 1e6, 1) for p in sorted(cache.iterdir())}
-                out["cache_mb"].append(sizes)
-    return out
-
-
-def _success(path: Path) -> bool:
-    try:
-        return bool(json.loads(path.read_bytes()).get("result") == "success")
-    except (OSError, ValueError):
-        return False
-
-
-def run_real(
-    workdir: Path, rounds: int, log: Callable[[str], None], *, warm: bool = True
-) -> dict[str, Any]:
-    """Every ``--real`` figure (the warm restart unless ``warm`` is false); raw samples in ms."""
+def run_real(workdir: Path, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every ``--real`` figure; raw samples in ms."""
     env = cpuenv.prepare(log=log)
     raw: dict[str, Any] = {"vllm": str(env.vllm), "chat_args": list(env.chat_args)}
     with Fleet(workdir) as fleet:
         real = Real(fleet, env, log)
         try:
             raw.update(ready_and_stop(real, rounds))
-            if warm:
-                raw["warm_restart"] = warm_restart(real, WARM_ROUNDS)
         finally:
             real.kill_leftovers()
     return raw
