@@ -72,7 +72,8 @@ class Child:
 Spawn = Callable[[Sequence[str], dict[str, str]], "subprocess.Popen[bytes]"]
 
 
-def _popen(argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def popen_in_group(argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with exactly ``env``, in a new session and process group, output piped."""
     return subprocess.Popen(
         list(argv),
         env=env,
@@ -97,7 +98,7 @@ class Supervisor:
         stop_timeout_s: float,
         kill_wait_s: float = KILL_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
-        spawn: Spawn = _popen,
+        spawn: Spawn = popen_in_group,
         escalated: anyio.Event | None = None,
         members: Callable[[int], list[int]] = group_members,
         adopter: int | None = None,
@@ -195,7 +196,7 @@ class Supervisor:
 
     def _kill_all(self, pgid: int, pids: list[int]) -> None:
         """SIGKILL the group ``pgid`` and each of ``pids`` that left it."""
-        _killpg(pgid)
+        kill_group(pgid)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -247,7 +248,7 @@ class Supervisor:
                         child.pid,
                         child.grace_s,
                     )
-                _killpg(child.pid)
+                kill_group(child.pid)
         await child.done.wait()  # bounded: the main process is killed, the group wait has a cap
         log.info("vLLM (pid %d) stopped: %s", child.pid, describe_exit(child.returncode))
         return child
@@ -279,7 +280,8 @@ class Supervisor:
         return child
 
 
-def _killpg(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
+    """SIGKILL the process group ``pgid``; one that is gone already is done."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 
