@@ -111,3 +111,26 @@ def test_a_changed_file_is_a_new_commit(hub: Hub) -> None:
     hub.add_repo("org/m", {"config.json": b'{"b": 2}'})
     assert hub.commit("org/m") != before
     assert _api(hub).model_info("org/m", revision=hub.commit("org/m")).sha == hub.commit("org/m")
+
+
+def test_the_calls_vllm_makes_online_are_answered(hub: Hub, tmp_path: Path) -> None:
+    # vLLM 0.32 (weight_utils.download_weights_from_hf) lists the top level with HfFileSystem,
+    # then snapshot_download(allow_patterns=...) the chosen weights.
+    from huggingface_hub import HfFileSystem, snapshot_download
+
+    hub.add_repo(
+        "org/m",
+        {"config.json": b"{}", "model.safetensors": WEIGHTS, "original/x.pth": b"\0" * 10},
+    )
+    listing = HfFileSystem(endpoint=hub.endpoint, token=False).ls("org/m", detail=False)
+    assert sorted(listing) == ["org/m/config.json", "org/m/model.safetensors", "org/m/original"]
+    folder = snapshot_download(
+        "org/m",
+        allow_patterns="*.safetensors",
+        ignore_patterns=["original/**/*"],
+        cache_dir=tmp_path,
+        endpoint=hub.endpoint,
+        token=False,
+    )
+    assert (Path(folder) / "model.safetensors").read_bytes() == WEIGHTS
+    assert not (Path(folder) / "config.json").exists()
