@@ -31,10 +31,11 @@ from vllmd.state.fetched import is_complete, read_record, snapshot_path
 
 
 def _run(
-    hub: Hub, tmp_path: Path, *targets: str, margin: int = 0, **env: str
+    hub: Hub, tmp_path: Path, *targets: str, margin: int = 0, models: Path | None = None, **env: str
 ) -> tuple[int, list[dict[str, Any]], str]:
+    """Run the worker to its end: exit code, stdout's events (each line must be JSON), stderr."""
     done = subprocess.run(
-        worker_argv(tmp_path / "models", *targets, margin=margin),
+        worker_argv(models or tmp_path / "models", *targets, margin=margin),
         env=worker_env(hub, tmp_path, **env),
         capture_output=True,
         timeout=60,
@@ -111,6 +112,19 @@ def test_the_tokenizer_and_the_draft_are_fetched_and_recorded_each(
     assert [r.path for r in hub.downloads() if r.path.startswith("/org/tok/")] == [
         f"/org/tok/resolve/{hub.commit('org/tok')}/tokenizer.json"
     ]
+
+
+def test_a_target_with_nothing_vllm_reads_is_complete_once_fetched(
+    hub: Hub, tmp_path: Path
+) -> None:
+    # Given a tokenizer repository that holds no file a tokenizer loader reads
+    add_model(hub, "org/m")
+    hub.add_repo("org/odd", {"README.md": b"# only this"})
+    code, _, _ = _run(hub, tmp_path, "model:org/m", "tokenizer:org/odd")
+    # Then the fetch completes and stays complete (no refetch at every reconcile)
+    assert code == 0
+    targets = [Target("org/m", None, "model"), Target("org/odd", None, "tokenizer")]
+    assert is_complete(tmp_path / "models", targets)
 
 
 def test_progress_counts_bytes_on_disk_while_a_slow_download_moves(
@@ -279,16 +293,9 @@ def test_a_model_larger_than_a_small_disk_is_refused_with_the_figures(
     # Given a 32 MiB model and a 24 MiB volume
     add_model(hub, "org/m", shards=2, size=16 << 20)
     # When the worker is asked to fetch it there, with no margin
-    done = subprocess.run(
-        worker_argv(small_disk / "models", "model:org/m"),
-        env=worker_env(hub, tmp_path),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    code, events, _ = _run(hub, tmp_path, "model:org/m", models=small_disk / "models")
     # Then it refuses with what is needed and free, and fetched no weight
-    events = [json.loads(line) for line in done.stdout.decode().splitlines()]
-    assert done.returncode == 1
+    assert code == 1
     assert [(e["event"], e["kind"]) for e in events] == [("error", "disk-full")]
     assert events[0]["needed"] >= 32 << 20 > events[0]["free"]
     assert not any("safetensors" in r.path and "index" not in r.path for r in hub.downloads())
@@ -333,18 +340,11 @@ def test_stdout_carries_only_event_lines(hub: Hub, tmp_path: Path) -> None:
     # Given a fetch whose connection drops (huggingface_hub then logs a warning and retries)
     files = add_model(hub, "org/m", shards=1, size=12 << 20)
     hub.drop_once("org/m", "model-00001-of-00001.safetensors", 11 << 20)
-    done = subprocess.run(
-        worker_argv(tmp_path / "models", "model:org/m"),
-        env=worker_env(hub, tmp_path),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0
+    code, events, stderr = _run(hub, tmp_path, "model:org/m")
     # Then every stdout line is one JSON event, and the library's words went to stderr
-    for line in done.stdout.decode().splitlines():
-        assert json.loads(line)["event"] in ("plan", "progress", "done")
-    assert b"resume" in done.stderr.lower()
+    assert code == 0
+    assert {e["event"] for e in events} <= {"plan", "progress", "done"}
+    assert "resume" in stderr.lower()
     name = "model-00001-of-00001.safetensors"
     path = snapshot_path(tmp_path / "models", "org/m", hub.commit("org/m"), name)
     assert path.read_bytes() == files[name]

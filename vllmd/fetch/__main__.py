@@ -129,11 +129,11 @@ class Worker:
     def run(self, targets: Sequence[Target]) -> None:
         """Fetch ``targets``; raises what went wrong."""
         api = HfApi()
-        per_target: list[list[Planned]] = []
+        per_target: list[tuple[str, list[Planned]]] = []
         for target in targets:
             self.current = target.repo_id
             per_target.append(plan_target(api, self.models, target, fetch_file))
-        plan = _unique([p for files in per_target for p in files])
+        plan = _unique([p for _, files in per_target for p in files])
         remove_stale_partials(self.models, {p.file.repo_id for p in plan})
         total = sum(p.file.size for p in plan)
         present = bytes_on_disk(self.models, plan)
@@ -151,10 +151,10 @@ class Worker:
                     if exc.errno == errno.ENOSPC:
                         raise self._no_space(plan) from exc
                     raise
-        for target, files in zip(targets, per_target, strict=True):
-            if files:
-                paths = [(p.file.path, p.file.size) for p in files]
-                write_record(self.models, target, files[0].file.commit, paths)
+        for target, (commit, files) in zip(targets, per_target, strict=True):
+            # A target with nothing vLLM reads is recorded too: complete, with no file.
+            paths = [(p.file.path, p.file.size) for p in files]
+            write_record(self.models, target, commit, paths)
         self.events.emit(DoneEvent(total=total))
 
 

@@ -37,8 +37,8 @@ def _planned(target: Target, commit: str, sibling: RepoSibling) -> Planned:
 
 def plan_target(
     api: HfApi, models_dir: Path, target: Target, fetch: Callable[[Path, Planned], None]
-) -> list[Planned]:
-    """The files of ``target`` that vLLM reads, in the repository's order.
+) -> tuple[str, list[Planned]]:
+    """The commit ``target`` resolves to, and its files that vLLM reads in the repository's order.
 
     ``fetch`` puts one file into the cache (the index, when the selection holds one).
     """
@@ -55,4 +55,4 @@ def plan_target(
         fetch(models_dir, index)
         text = snapshot_path(models_dir, target.repo_id, info.sha, SAFETENSORS_INDEX).read_bytes()
         chosen = select_files(target.role, paths, weight_index(text))
-    return [_planned(target, info.sha, siblings[path]) for path in chosen]
+    return info.sha, [_planned(target, info.sha, siblings[path]) for path in chosen]
