@@ -220,3 +220,18 @@ def test_a_key_deleted_while_the_daemon_imports_is_written_again_at_once(tmp_pat
     path.unlink()
     time.sleep(10 * early.KEY_WATCH_S)
     assert not path.exists()
+
+
+def test_a_key_an_earlier_package_left_in_store_json_is_left_to_the_daemon(tmp_path: Path) -> None:
+    # given a store that holds a key to adopt (Start9's earlier packages kept it there), no key
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "store.json").write_text('{\n  "apiKey": "q7WbX2mZ9kLpR4tY8vNc3d"\n}')
+    # when run starts
+    record = _run(tmp_path, f"--data={tmp_path / 'd'}")
+    # then no fresh key is written, which would break the dependents that hold the old one
+    assert not (tmp_path / "p" / "credentials.json").exists() and record.created_key is None
+    assert (tmp_path / "r" / "health.json").is_file()
+    # and a store without one does not hold the key back
+    (tmp_path / "d" / "store.json").write_text('{"serveArgs": ["org/model"]}')
+    record = _run(tmp_path, f"--data={tmp_path / 'd'}")
+    assert parse_key((tmp_path / "p" / "credentials.json").read_bytes())[0] == record.created_key

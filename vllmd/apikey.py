@@ -1,8 +1,14 @@
-"""The API key's generator and its file's name and bytes: the one owner of each.
+"""The API key's generator, its file's name and bytes, and the mark of a key to adopt.
 
 :mod:`vllmd.state.credentials` keeps the key valid; :mod:`vllmd.early` writes a missing one in
 ``vllmd run``'s first milliseconds, before anything else is imported. Both take the key from here,
 so this module imports only ``os``.
+
+Start9's earlier ``vllm`` packages kept the key in ``store.json`` (``apiKey``) and copied it to
+``credentials.json``. When the key file is missing or invalid and ``store.json`` holds a valid
+``apiKey``, vllmd adopts that key instead of making a new one (dependents keep working across the
+update), then moves it out of ``store.json`` so that it is adopted once: deleting the key file
+later rotates the key, as it always does.
 """
 
 from __future__ import annotations
@@ -34,3 +40,18 @@ def key_document(key: str) -> bytes:
     rather than encoded: the early writer has no JSON encoder loaded.
     """
     return f'{{\n  "apiKey": "{key}"\n}}\n'.encode()
+
+
+LEGACY_KEY_FIELD = "apiKey"
+"""Where Start9's earlier packages kept the key in ``store.json``."""
+LEGACY_KEY_MARK = f'"{LEGACY_KEY_FIELD}"'.encode()
+"""The bytes a ``store.json`` that holds a key to adopt must contain (its field's name)."""
+
+
+def may_hold_legacy_key(store: bytes) -> bool:
+    """Whether ``store.json``'s bytes may hold a key to adopt: a cheap test, before any parse.
+
+    Both the early writer (which then leaves the key to the daemon) and the adoption itself
+    (which then reads the field) ask this, so they agree on which files hold one.
+    """
+    return LEGACY_KEY_MARK in store

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import threading
 import time
 
 from vllmd import options
-from vllmd.apikey import KEY_FILE, KEY_FILE_MODE, key_document, new_key
+from vllmd.apikey import KEY_FILE, KEY_FILE_MODE, key_document, may_hold_legacy_key, new_key
 from vllmd.state.atomicfile import create_atomic, write_atomic
 
 TYPE_CHECKING = False  # not typing's: importing typing would cost what this module saves
@@ -33,6 +34,8 @@ STARTING_MESSAGE = "vllmd is starting."
 """The health message until the daemon has looked at the files (a few milliseconds)."""
 KEY_WATCH_S = 0.005
 """Until the daemon watches the key itself, a deleted key is written again within this long..."""
+STORE_HEAD_BYTES = 1 << 20
+"""How much of ``store.json`` is looked at for a key to adopt (the daemon's cap on the file)."""
 KEY_WATCH_MAX_S = 30.0
 """...for at most this long (the daemon takes over within a second; this bounds a stray thread)."""
 
@@ -75,7 +78,8 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> Early:
         signal.signal(signum, early._remember)
     public = _folder(argv[1:], environ, options.PUBLIC)
     run_dir = _folder(argv[1:], environ, options.RUN_DIR)
-    if public is None or run_dir is None:
+    data = _folder(argv[1:], environ, options.DATA)
+    if public is None or run_dir is None or data is None:
         return early
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -83,48 +87,80 @@ def early_start(argv: Sequence[str], environ: Mapping[str, str]) -> Early:
         write_atomic(os.path.join(run_dir, options.HEALTH_FILE), _health_document(), durable=False)
     except OSError:
         pass  # the daemon retries, and says why
-    key_path = os.path.join(public, KEY_FILE)
-    if _write_key_if_missing(early, public, key_path):
+    paths = _KeyPaths(public, data)
+    if _write_key_if_missing(early, paths):
         watch = threading.Thread(
-            target=_watch_key, args=(early, public, key_path), name="vllmd-early-key", daemon=True
+            target=_watch_key, args=(early, paths), name="vllmd-early-key", daemon=True
         )
         watch.start()
     return early
 
 
-def _watch_key(early: Early, public: str, key_path: str) -> None:
+class _KeyPaths:
+    """Where the key goes (the public folder, the key file) and where one may wait to be adopted."""
+
+    __slots__ = ("key", "public", "store")
+
+    def __init__(self, public: str, data: str) -> None:
+        self.public = public
+        self.key = os.path.join(public, KEY_FILE)
+        self.store = os.path.join(data, options.STORE_FILE)
+
+
+def _watch_key(early: Early, paths: _KeyPaths) -> None:
     """Write the key again when it vanishes, until :meth:`Early.stop_watching_key`: the daemon's
     own watcher is armed only after its imports (a quarter of a second on a busy machine), and the
     contract gives a deleted key 100 ms to come back."""
     deadline = time.monotonic() + KEY_WATCH_MAX_S
     while not early._done.wait(KEY_WATCH_S) and time.monotonic() < deadline:
-        _write_key_if_missing(early, public, key_path)
+        _write_key_if_missing(early, paths)
 
 
-def _write_key_if_missing(early: Early, public: str, key_path: str) -> bool:
-    """Write a new key when nothing is at ``key_path``; whether the path could be looked at.
+def _write_key_if_missing(early: Early, paths: _KeyPaths) -> bool:
+    """Write a new key when nothing is at the key's path; whether the path could be looked at.
 
-    A file that is there (valid or not) is the daemon's to judge. The create never overwrites, so
-    the daemon writing its own key at the same moment loses nothing: one of the two wins whole.
+    A file that is there (valid or not) is the daemon's to judge, and so is a key an earlier
+    package left in ``store.json``: the daemon adopts it (a new key here would break the
+    dependents that hold the old one). The create never overwrites, so the daemon writing its own
+    key at the same moment loses nothing: one of the two wins whole.
     """
     try:
-        os.lstat(key_path)
+        os.lstat(paths.key)
         return True
     except FileNotFoundError:
         pass
     except OSError:
         return False
+    if may_hold_legacy_key(_head(paths.store)):
+        return True
     key = new_key()
     # Said before the file appears, so that whoever sees the file also sees which key it was.
     previous, early.created_key = early.created_key, key
     try:
-        os.makedirs(public, exist_ok=True)
-        if not create_atomic(key_path, key_document(key), mode=KEY_FILE_MODE):
+        os.makedirs(paths.public, exist_ok=True)
+        if not create_atomic(paths.key, key_document(key), mode=KEY_FILE_MODE):
             early.created_key = previous  # another writer's key won
     except OSError:
         early.created_key = previous
         return False
     return True
+
+
+def _head(path: str) -> bytes:
+    """Up to 1 MiB of the regular file ``path`` (b"" for anything else), without blocking: a FIFO
+    in its place would otherwise hang the start."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, STORE_HEAD_BYTES)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _folder(

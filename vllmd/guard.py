@@ -38,6 +38,8 @@ __all__ = [
     "KEY_FILE_ENV",
     "MAX_KEY_FILE_BYTES",
     "ApiKeyGuard",
+    "key_of",
+    "parse_json",
     "parse_key",
     "read_at_most",
     "read_key_file",
@@ -87,24 +89,53 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
-def parse_key(data: bytes) -> tuple[str | None, str]:
-    """The key in the key file's content ``data``, or None and why not.
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
-    The daemon validates with this same function, so the guard and the daemon accept exactly the
-    same files. The reason never quotes the content. Never raises.
+
+def parse_json(data: bytes) -> tuple[object, str]:
+    """``data`` as a dependent's strict parser reads it: the document, or None and why not.
+
+    Strict JSON (RFC 8259) in UTF-8 only, as JavaScript's ``JSON.parse`` and Python's ``json`` on
+    text both take it: no byte-order mark (``json.loads`` of *bytes* would skip one, and guess
+    UTF-16 too), no ``NaN`` or ``Infinity`` (``json`` alone takes those), no invalid UTF-8. A file
+    either of them refuses would lock a dependent out while vLLM took its key. Never raises.
     """
-    if len(data) > MAX_KEY_FILE_BYTES:
-        return None, f"larger than {MAX_KEY_FILE_BYTES} bytes"
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):  # bad JSON or encoding; nesting deeper than Python's
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    if text.startswith("\ufeff"):
+        return None, "not JSON: a byte-order mark first (strict JSON parsers refuse it)"
+    try:
+        return json.loads(text, parse_constant=_refuse_constant), ""
+    except (ValueError, RecursionError):  # bad JSON; nesting deeper than Python's
         return None, "not JSON"
+
+
+def key_of(document: object) -> tuple[str | None, str]:
+    """The valid ``apiKey`` of a parsed JSON ``document``, or None and why not."""
     key = document.get("apiKey") if isinstance(document, dict) else None
     if not isinstance(key, str):
         return None, 'not a JSON object with an "apiKey" string'
     if _KEY_PATTERN.fullmatch(key) is None:
         return None, "$.apiKey is not 22 characters of [A-Za-z0-9]"
     return key, ""
+
+
+def parse_key(data: bytes) -> tuple[str | None, str]:
+    """The key in the key file's content ``data``, or None and why not.
+
+    The daemon validates with this same function, so the guard and the daemon accept exactly the
+    same files, and only files a dependent's strict JSON parser reads (:func:`parse_json`). The
+    reason never quotes the content. Never raises.
+    """
+    if len(data) > MAX_KEY_FILE_BYTES:
+        return None, f"larger than {MAX_KEY_FILE_BYTES} bytes"
+    document, reason = parse_json(data)
+    if reason:
+        return None, reason
+    return key_of(document)
 
 
 def read_key_file(path: str) -> bytes:

@@ -77,7 +77,7 @@ class DesiredLaunch:
         it cannot be written."""
         settings = self._settings
         try:
-            state = ensure_key(settings.credentials_path)
+            state = ensure_key(settings.credentials_path, settings.store_path)
         except (OSError, InvalidCredentials) as exc:
             log.error("cannot keep an API key in %s: %s", settings.credentials_path, exc)
             return self._key

@@ -43,7 +43,7 @@ def ensure_key_logged(settings: Settings, early: Early | None = None) -> None:
     ``early`` says which key was written a moment earlier, before the imports (vllmd/early.py):
     that one is reported as written, once.
     """
-    state = ensure_key(settings.credentials_path)
+    state = ensure_key(settings.credentials_path, settings.store_path)
     if state.moved_aside is not None:
         log.warning("%s; moved it aside to %s", state.problem, state.moved_aside.name)
     written_early = (

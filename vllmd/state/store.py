@@ -8,6 +8,7 @@ is invalid, not "no model": a non-atomic writer passes through that state.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,15 +86,59 @@ def update_store(path: Path, changes: Mapping[str, Any]) -> Store:
     Raises :class:`StoreError` when the present file is not a JSON object, so that nothing a
     person wrote is silently thrown away; the caller decides what to do with it.
     """
-    raw: dict[str, Any] = {}
-    data = _read(path) or b""
-    if data.strip():
-        try:
-            raw = dict(_raw_decoder.decode(data))
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise StoreError(f"{path}: {exc}.", "Fix or remove the file first.") from exc
+    raw = _raw_of(path, _read(path) or b"")
     for name, value in changes.items():
         raw[name] = msgspec.Raw(_encoder.encode(value))
+    encoded = _encode_raw(path, raw)
+    store = parse(encoded, path)  # never write a file we could not read back
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, encoded, mode=0o644)
+    return store
+
+
+def remove_field(path: Path, name: str) -> bool:
+    """Remove the top-level key ``name`` from ``path``, keeping every other key byte for byte;
+    whether it was removed.
+
+    Atomic, and only when the file is still the one read: a writer in between (Set Model) wins
+    and this returns False, for the caller to try again later. Raises :class:`StoreError` when
+    the file is not a JSON object, OSError as the disk does.
+    """
+    try:
+        before = os.stat(path)
+    except FileNotFoundError:
+        return False
+    data = _read(path)
+    if data is None:
+        return False
+    raw = _raw_of(path, data)
+    if name not in raw:
+        return False
+    del raw[name]
+    encoded = _encode_raw(path, raw)
+    after = os.stat(path)
+    if (after.st_ino, after.st_size, after.st_mtime_ns) != (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    ):
+        return False
+    write_atomic(path, encoded, mode=0o644)
+    return True
+
+
+def _raw_of(path: Path, data: bytes) -> dict[str, Any]:
+    """The top-level keys of ``data`` as raw JSON values, untouched; {} for an empty file."""
+    if not data.strip():
+        return {}
+    try:
+        return dict(_raw_decoder.decode(data))
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise StoreError(f"{path}: {exc}.", "Fix or remove the file first.") from exc
+
+
+def _encode_raw(path: Path, raw: Mapping[str, Any]) -> bytes:
+    """``raw`` as the file's content: pretty-printed, or compact when that is too large."""
     compact = _encoder.encode(raw)
     encoded = msgspec.json.format(compact, indent=2) + b"\n"
     if len(encoded) > MAX_STORE_BYTES:  # deep nesting indents quadratically: stay compact
@@ -103,7 +148,4 @@ def update_store(path: Path, changes: Mapping[str, Any]) -> Store:
             f"{path}: the new content would be larger than {MAX_STORE_BYTES:,} bytes.",
             "Remove what is not needed from the file first.",
         )
-    store = parse(encoded, path)  # never write a file we could not read back
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, encoded, mode=0o644)
-    return store
+    return encoded
