@@ -54,6 +54,7 @@ _API = re.compile(rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?")
 _TREE = re.compile(rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?")
 _PATHS_INFO = re.compile(rf"/api/models/{_REPO}/paths-info/(?P<rev>[^/]+)")
 _RESOLVE = re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
+_CDN = re.compile(rf"/_cdn/{_REPO}/(?P<path>.+)")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
@@ -109,6 +110,10 @@ class Hub:
 
     root: Path
     rate_bps: float | None = None
+    cdn: bool = False
+    """Redirect LFS files to another origin (``localhost`` instead of ``127.0.0.1``), as the real
+    hub sends them to its CDN: ``302`` with ``X-Linked-Etag``/``X-Linked-Size``/``X-Repo-Commit``;
+    a client must not send its token there."""
     log: list[Request] = field(default_factory=list)
     port: int = 0
     _drops: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -160,12 +165,12 @@ class Hub:
             self._refusals[repo_id] = refusal
 
     def downloads(self, path: str | None = None) -> list[Request]:
-        """The GET requests of ``resolve`` URLs (of files named ``path``, when given)."""
+        """GET requests for file bytes, at ``resolve`` or CDN URLs (of ``path`` when given)."""
         return [
             r
             for r in list(self.log)
             if r.method == "GET"
-            and "/resolve/" in r.path
+            and ("/resolve/" in r.path or r.path.startswith("/_cdn/"))
             and (path is None or r.path.endswith("/" + path))
         ]
 
@@ -333,6 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._info(match, query)
         elif match := _RESOLVE.fullmatch(url.path):
             self._resolve(match)
+        elif match := _CDN.fullmatch(url.path):
+            self._cdn(match)
         else:
             self._error(Refusal(404, None, "Not found"))
 
@@ -411,6 +418,23 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if entry.sha256:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
+            if self.hub.cdn:
+                location = f"http://localhost:{self.hub.port}/_cdn/{match['repo']}/{path}"
+                self._send(302, b"", {**headers, "Location": location})
+                return
+        self._serve(match["repo"], entry, headers)
+
+    def _cdn(self, match: re.Match[str]) -> None:
+        path = unquote(match["path"])
+        files = self.hub._repo_files(match["repo"]) or []
+        entry = next((f for f in files if f.path == path), None)
+        if entry is None:
+            self._error(Refusal(404, None, "Not found"))
+            return
+        self._serve(match["repo"], entry, {"ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"})
+
+    def _serve(self, repo_id: str, entry: _File, headers: dict[str, str]) -> None:
+        """The bytes of ``entry`` (from a ``Range`` start: 206), throttled, maybe dropped."""
         start = 0
         wanted = _RANGE.fullmatch(self.headers.get("Range", "").strip())
         status = 200
@@ -429,7 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             self._record(status, 0)
             return
-        sent = self._stream(self.hub.root / match["repo"] / path, start, (match["repo"], path))
+        path = entry.path
+        sent = self._stream(self.hub.root / repo_id / path, start, (repo_id, path))
         self._record(status, sent)
 
     def _stream(self, source: Path, start: int, key: tuple[str, str]) -> int:

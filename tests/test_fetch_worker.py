@@ -237,6 +237,29 @@ def test_a_gated_model_with_the_right_token_is_fetched(hub: Hub, tmp_path: Path)
     assert {r.token for r in hub.log} == {"hf_right"}
 
 
+def test_weights_from_a_cdn_come_without_the_token_and_resume_there(
+    hub: Hub, tmp_path: Path
+) -> None:
+    # Given a gated model whose weights the hub redirects to another origin, as huggingface.co
+    # does to its CDN, and a connection that drops there once
+    files = read_files(add_model(hub, "org/gated", shards=1, size=12 << 20))
+    hub.gate("org/gated", "hf_right")
+    hub.cdn = True
+    name = "model-00001-of-00001.safetensors"
+    hub.drop_once("org/gated", name, 11 << 20)
+    # When the worker fetches it with the token
+    code, events, _ = _run(hub, tmp_path, "model:org/gated", HF_TOKEN="hf_right")
+    # Then the weights came from the CDN without the token, the second time with a Range
+    assert (code, events[-1]["event"]) == (0, "done")
+    cdn = [r for r in hub.log if r.path.startswith("/_cdn/")]
+    assert cdn and {r.token for r in cdn} == {None}
+    assert [r.status for r in cdn] == [200, 206]
+    # And the hub itself always saw the token
+    assert {r.token for r in hub.log if not r.path.startswith("/_cdn/")} == {"hf_right"}
+    snapshot = snapshot_path(tmp_path / "models", "org/gated", hub.commit("org/gated"), name)
+    assert snapshot.read_bytes() == files[name]
+
+
 def test_a_bad_token_is_unauthorized(hub: Hub, tmp_path: Path) -> None:
     from tests.hub import BAD_TOKEN
 
