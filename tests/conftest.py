@@ -272,7 +272,16 @@ def start_daemon(volumes: Volumes) -> Iterator[Callable[..., Daemon]]:
         # The stand-in's `#!/usr/bin/env python3` should find this interpreter, not a slower
         # version-manager shim.
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-        full_env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), **(env or {})}
+        # vllmd fetches hub models before launching them; the stand-in's "org/..." ids are not on
+        # any hub, so the daemons of these tests leave the download to "vLLM" unless a test
+        # asks for the fetch (env={"VLLMD_FETCH": "true"}, with the test hub).
+        full_env = {
+            **os.environ,
+            "PATH": path,
+            "PYTHONPATH": str(ROOT),
+            "VLLMD_FETCH": "false",
+            **(env or {}),
+        }
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(command, stdout=out, stderr=err, env=full_env, cwd=ROOT)
         daemon = Daemon(volumes, port, proc, out_path, err_path)

@@ -43,8 +43,11 @@ def _timestamp(created: float) -> str:
     )
 
 
-def vllm_line_json(stream: str, line: str, created: float | None = None) -> bytes:
-    """One line of vLLM's output as a JSON log object (for ``--log-format json``), masked.
+def vllm_line_json(
+    stream: str, line: str, created: float | None = None, component: str = "vllm"
+) -> bytes:
+    """One line of vLLM's output (or of another child: ``component``) as a JSON log object (for
+    ``--log-format json``), masked.
 
     The level is the one vLLM's own header names near the start of the line, else ``INFO``.
     """
@@ -52,7 +55,7 @@ def vllm_line_json(stream: str, line: str, created: float | None = None) -> byte
     entry = {
         "time": _timestamp(time.time() if created is None else created),
         "level": match[1] if match else "INFO",
-        "component": "vllm",
+        "component": component,
         "stream": stream,
         "message": masker.mask(line),
     }

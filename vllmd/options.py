@@ -102,6 +102,15 @@ VARIANT = Spelling("--variant", "VLLMD_VARIANT", "cpu", "image variant", None, (
 LDCONFIG = Spelling(
     "--no-ldconfig", "VLLMD_LDCONFIG", "true", "skip the ldconfig run at start", None, (RUN,)
 )
+FETCH = Spelling(
+    "--no-fetch",
+    "VLLMD_FETCH",
+    "true",
+    "leave a hub model's download to vLLM (by default vllmd fetches it first, while the old "
+    "model serves, and then launches vLLM offline)",
+    None,
+    (RUN,),
+)
 LOG_FORMAT = Spelling(
     "--log-format", "VLLMD_LOG_FORMAT", "text", "log line format", None, (RUN, DEMO)
 )

@@ -130,6 +130,7 @@ class Settings:
     drain_timeout_s: float = _option(options.DRAIN_TIMEOUT, _seconds)
     variant: Variant = _option(options.VARIANT, _Choice(VARIANTS))
     ldconfig: bool = _option(options.LDCONFIG, _flag_bool)
+    fetch: bool = _option(options.FETCH, _flag_bool)
     log_format: LogFormat = _option(options.LOG_FORMAT, _Choice(LOG_FORMATS))
     auth: AuthMode = _option(options.AUTH, _Choice(AUTH_MODES))
     watch_step_ms: int = _option(options.WATCH_STEP, _millis)

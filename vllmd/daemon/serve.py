@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from vllmd.core.health import Phase, Snapshot, evaluate
 from vllmd.core.shm import shm_warning
+from vllmd.daemon.fetches import Fetches
 from vllmd.daemon.healthfile import HealthPublisher
 from vllmd.daemon.prepare import ensure_key_logged, install_guard, ldconfig, make_folders
 from vllmd.daemon.probe import (
@@ -30,14 +32,22 @@ from vllmd.daemon.probe import (
 from vllmd.daemon.reconcile import Bell, Reconciler
 from vllmd.daemon.status import Status
 from vllmd.daemon.streams import daemon_streams
-from vllmd.daemon.tasks import publish_health, run_probe, sample_downloads, vllm_output
+from vllmd.daemon.tasks import (
+    fetch_output,
+    publish_health,
+    run_probe,
+    sample_downloads,
+    vllm_output,
+)
 from vllmd.daemon.watch import Watcher
 from vllmd.hardware.shm import shm_space
+from vllmd.process.fetcher import Fetcher
 from vllmd.process.outstream import OutStream
 from vllmd.process.procgroup import Reaper, become_subreaper
 from vllmd.process.supervisor import Supervisor
 from vllmd.settings import Settings
 from vllmd.state.credentials import InvalidCredentials
+from vllmd.state.fetched import is_complete
 
 if TYPE_CHECKING:
     from vllmd.early import Early
@@ -104,6 +114,7 @@ class Daemon:
         self.escalated = anyio.Event()
         self.guard_dir: Path | None = None
         self.hint = StartupHint()
+        self.fetches: Fetches | None = None
 
     async def serve(self, early_signals: list[int]) -> int:
         """Start up, run until a signal, shut down; return the exit code."""
@@ -125,6 +136,7 @@ class Daemon:
             # The signal task relays a stop to vLLM at once (supervisor.terminate: its one
             # SIGTERM), before the daemon's tasks have wound down; shut_down finishes it.
             relay = supervisor.terminate
+            self.fetches = self.make_fetches(root, reaper)
             await root.start(_signals, reaper, self.stopping, self.escalated, relay)
             for signum in early_signals:
                 log.info("received %s during start-up", signal.Signals(signum).name)
@@ -140,6 +152,17 @@ class Daemon:
                 await self.shut_down(supervisor, root)
         log.info("vllmd stopped")
         return code
+
+    def make_fetches(self, root: TaskGroup, reaper: Reaper) -> Fetches | None:
+        """What fetches a hub model's files before its launch, in the root task group (none
+        with ``--no-fetch``: vLLM then downloads them itself)."""
+        settings = self.settings
+        if not settings.fetch:
+            return None
+        output = fetch_output(settings.log_format, self.streams)
+        fetcher = Fetcher(reaper, settings.models_dir, output)
+        complete = partial(is_complete, settings.models_dir)
+        return Fetches(root, fetcher, self.status, self.bell.ring, complete)
 
     def start_up(self) -> Reaper:
         """Prepare the files, refresh the linker cache, become the reaper of orphans (and so
@@ -201,6 +224,7 @@ class Daemon:
             base_env=os.environ,
             guard_dir=self.guard_dir,
             prepare=self.prepare_launch,
+            fetches=self.fetches,
         )
         watcher = Watcher(
             (settings.data, settings.public),
@@ -226,7 +250,10 @@ class Daemon:
             main.cancel_scope.cancel()
 
     async def shut_down(self, supervisor: Supervisor, root: TaskGroup) -> None:
-        """Stop vLLM in the contract's order (shielded: a second signal only hurries it)."""
+        """Stop vLLM in the contract's order (shielded: a second signal only hurries it), and a
+        fetch under way (its worker is stopped as the root task group winds down)."""
+        if self.fetches is not None:
+            self.fetches.cancel_now()
         with anyio.CancelScope(shield=True):
             await supervisor.stop()
         root.cancel_scope.cancel()

@@ -37,6 +37,7 @@ from vllmd.state.disk import tree_size
 
 __all__ = [
     "SAMPLE_S",
+    "fetch_output",
     "probe_vllm",
     "publish_health",
     "run_probe",
@@ -84,6 +85,26 @@ def vllm_output(
     return Output(
         stdout=pump_for("stdout", sys.stdout.buffer), stderr=pump_for("stderr", sys.stderr.buffer)
     )
+
+
+def fetch_output(
+    log_format: LogFormat, streams: tuple[OutStream, OutStream] | None = None
+) -> Callable[[], LinePump]:
+    """The pump of the fetch worker's stderr (huggingface_hub's warnings and errors): passed
+    through masked like vLLM's output (as JSON objects of component ``fetch`` with
+    ``--log-format json``), and kept out of vLLM's tail and progress."""
+    write = stream_sink(sys.stderr.buffer) if streams is None else streams[1].write
+    as_json = log_format == "json"
+
+    def sink(data: bytes) -> None:
+        if not as_json:
+            write(data)
+
+    def on_line(line: str) -> None:
+        if as_json:
+            write(vllm_line_json("stderr", line, component="fetch"))
+
+    return lambda: LinePump(sink, on_line)
 
 
 async def publish_health(settings: Settings, status: Status, publisher: HealthPublisher) -> None:
