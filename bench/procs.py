@@ -131,7 +131,7 @@ class Fleet:
         argv = [sys.executable, "-m", "vllmd", "run", "--data", str(volumes.data)]
         argv += ["--public", str(volumes.public), "--run-dir", str(volumes.run)]
         argv += ["--vllm", str(STANDIN), "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--no-ldconfig", "--stop-timeout", "5"]
+        argv += ["--no-ldconfig", "--no-fetch", "--stop-timeout", "5"]  # stand-in ids: no hub
         with log.open("wb") as out:
             t0 = time.monotonic()
             proc = self.popen(argv, stdout=out, stderr=subprocess.STDOUT)

@@ -199,7 +199,7 @@ def test_a_stdout_nobody_reads_never_freezes_the_daemon(volumes: Volumes, tmp_pa
     command = [
         sys.executable, "-m", "vllmd", "run", "--data", str(volumes.data),
         "--public", str(volumes.public), "--run-dir", str(volumes.run), "--vllm", str(STANDIN),
-        "--host", "127.0.0.1", "--port", str(free_port()), "--no-ldconfig",
+        "--host", "127.0.0.1", "--port", str(free_port()), "--no-ldconfig", "--no-fetch",
         "--stop-timeout", "5",
     ]  # fmt: skip
     env = {
