@@ -22,6 +22,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -40,6 +41,8 @@ from vllmd.state.fetched import write_record
 
 DEFAULT_MARGIN_BYTES = 1 << 30
 PROGRESS_EVERY_S = 0.5
+FILES_AT_ONCE = 8
+"""Files downloaded at once: snapshot_download's default."""
 
 
 class Events:
@@ -141,16 +144,22 @@ class Worker:
         if total - present + self.margin > shutil.disk_usage(self.models).free:
             raise self._no_space(plan)
         self.events.emit(PlanEvent(total=total, present=present, files=len(plan)))
+        missing = [p for p in plan if not is_cached(self.models, p)]
         with Meter(self.events, self.models, plan, present):
-            for planned in plan:
-                self.current = planned.file.repo_id
+            # Several files at once, as snapshot_download does: one HTTP stream per file is
+            # often slower than the link. The pool is never joined on failure: main() exits the
+            # process, and the downloads in flight keep their partial files.
+            pool = ThreadPoolExecutor(FILES_AT_ONCE, thread_name_prefix="fetch")
+            running = {pool.submit(fetch_file, self.models, p): p for p in missing}
+            for future in as_completed(running):
+                self.current = running[future].file.repo_id
                 try:
-                    if not is_cached(self.models, planned):
-                        fetch_file(self.models, planned)
+                    future.result()
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         raise self._no_space(plan) from exc
                     raise
+            pool.shutdown()
         for target, (commit, files) in zip(targets, per_target, strict=True):
             # A target with nothing vLLM reads is recorded too: complete, with no file.
             paths = [(p.file.path, p.file.size) for p in files]
@@ -184,4 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    sys.stderr.flush()
+    # Without waiting for downloads still in flight after a failure (their threads cannot be
+    # stopped): the events are written unbuffered, the partial files stay for the next run.
+    os._exit(code)
