@@ -282,6 +282,14 @@ def test_a_hub_that_fails_or_cannot_be_reached_is_a_network_error(hub: Hub, tmp_
     assert "internet connection" in events[0]["message"]
 
 
+def test_a_fetch_with_the_offline_switch_set_says_so(hub: Hub, tmp_path: Path) -> None:
+    add_model(hub, "org/m")
+    code, events, _ = _run(hub, tmp_path, "model:org/m", HF_HUB_OFFLINE="1")
+    assert (code, events[0]["kind"]) == (1, "other")
+    assert "HF_HUB_OFFLINE" in events[0]["message"]
+    assert hub.log == []
+
+
 def test_a_fetch_that_does_not_fit_is_refused_before_a_byte_moves(hub: Hub, tmp_path: Path) -> None:
     # Given a model of 2 MiB and a margin larger than the disk's free space
     add_model(hub, "org/m")
