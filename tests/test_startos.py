@@ -1,11 +1,13 @@
-"""The StartOS package layer (``startos/``) held against vllmd itself.
+"""The StartOS package (the repository root, TypeScript in ``startos/``) held against vllmd itself.
 
 The layer's node tests of its forms run against what vllmd prints (``--form``) on recorded
 machines and on stated ones, and the numbers and words the layer copies from vllmd (its stop
 timing, the task's reason, the variable-name rule, the action and health ids) are checked
-against vllmd's own. The module first runs ``startos/scripts/check.sh`` (npm ci from the
-lockfile, tsc, the SDK's lint, the bundle, the node tests). Without node the tests skip, saying
-why, except in CI (``CI`` set), where they fail.
+against vllmd's own. The module first runs ``scripts/check.sh`` (npm ci from the lockfile, tsc,
+the SDK's lint, prettier, the bundle, the node tests), then a dependent shaped like Open WebUI's
+compiling against the packed package (``scripts/consumer.sh``) and ``make -n`` of every pack
+target. Without node (or make) the tests skip, saying why, except in CI (``CI`` set), where they
+fail.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ from vllmd.process.supervisor import KILL_WAIT_S
 from vllmd.settings import Settings
 from vllmd.state.catalog import load_catalog
 
-STARTOS = ROOT / "startos"
+SCRIPTS = ROOT / "scripts"
+# The Makefile's leaf targets and the s9pk each packs (Start9's split: one runner per target).
+PACK_TARGETS = {
+    "nvidia-x86": ("x86_64", "vllm_nvidia_x86_64.s9pk"),
+    "nvidia-arm": ("aarch64", "vllm_nvidia_aarch64.s9pk"),
+    "rocm-x86": ("x86_64", "vllm_rocm_x86_64.s9pk"),
+    "cpu-x86": ("x86_64", "vllm_cpu_x86_64.s9pk"),
+}
 
 # The first test carries the package check (npm ci, tsc, lint, bundle, node tests): minutes on a
 # cold machine, where pytest's default is 60 s a test.
@@ -47,46 +56,80 @@ H200 = ("--tier", "nvidia-hopper", "--memory-gb", "141")
 RECORDED = ("h200-141gb", "nvml-missing", "mi300x-x2", "h100-80gb-x8")
 
 
-def _missing() -> str | None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        return "node and npm are not installed"
-    return None
+def _missing(*tools: str) -> str | None:
+    absent = [tool for tool in ("node", "npm", *tools) if shutil.which(tool) is None]
+    return f"{' and '.join(absent)} not installed" if absent else None
 
 
-@pytest.fixture(scope="module")
-def checked() -> None:
-    """Every check of the package: ``startos/scripts/check.sh``, once for this module.
-
-    It installs from the lockfile, type-checks and lints against the real start-sdk, bundles, and
-    runs the layer's node tests (each variant's manifest, health, calls, structure), so the
-    README's one test command covers the package too. Skips without node, fails in CI.
-    """
-    missing = _missing()
+def _need(*tools: str) -> None:
+    """Skip without ``tools`` (node and npm always), saying why; fail instead in CI."""
+    missing = _missing(*tools)
     if missing is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI: {missing}")
         pytest.skip(missing)
+
+
+def _run_script(name: str) -> None:
     done = subprocess.run(
-        [str(STARTOS / "scripts" / "check.sh")],
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [str(SCRIPTS / name)], capture_output=True, text=True, timeout=900, cwd=ROOT
     )
     if done.returncode != 0:
-        pytest.fail(
-            f"startos/scripts/check.sh failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-        )
+        pytest.fail(f"scripts/{name} failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}")
+
+
+@pytest.fixture(scope="module")
+def checked() -> None:
+    """Every check of the package: ``scripts/check.sh``, once for this module.
+
+    It installs from the lockfile, type-checks and lints against the real start-sdk, bundles, and
+    runs the layer's node tests (each variant's manifest, health, calls, structure, the update
+    from Start9's releases), so the README's one test command covers the package too. Skips
+    without node, fails in CI.
+    """
+    _need()
+    _run_script("check.sh")
 
 
 def test_the_package_type_checks_lints_bundles_and_its_manifests_hold(checked: None) -> None:
     """``tsc``, the SDK's lint, prettier, the ncc bundle and the node tests all passed."""
-    assert (STARTOS / "javascript" / "index.js").is_file()
+    assert (ROOT / "javascript" / "index.js").is_file()
+
+
+def test_a_dependent_like_open_webui_compiles_and_bundles_against_the_packed_package(
+    checked: None,
+) -> None:
+    """Given a consumer on TypeScript 6 importing ``vllm-startos/startos/utils``, when it installs
+    this repository packed as npm packs a git dependency, compiles (all of our ``startos/`` under
+    its TypeScript) and bundles, then the bundle yields ``api-multi`` and 8000 (the script checks
+    both, and that the tarball holds the TypeScript but not the Python tree or the tests)."""
+    _run_script("consumer.sh")
+
+
+@pytest.mark.parametrize("target", sorted(PACK_TARGETS))
+def test_every_pack_target_reaches_start_cli_with_its_inputs_present(
+    checked: None, target: str
+) -> None:
+    """``make -n TARGET`` gets to ``start-cli s9pk pack`` for the target's own s9pk and
+    architecture: every input the Makefile names (icon, LICENSE, instructions, assets, the
+    Containerfiles, the bundle) exists, or make would stop with "No rule to make target"."""
+    _need("make")
+    done = subprocess.run(
+        ["make", "-n", target], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    arch, artifact = PACK_TARGETS[target]
+    assert f"start-cli s9pk pack --arch={arch} -o {artifact}" in done.stdout, done.stdout[-3000:]
+    for name in ("icon.svg", "LICENSE", "instructions.md", "assets"):
+        assert (ROOT / name).exists(), name
+    assert "## Documentation" in (ROOT / "instructions.md").read_text()
 
 
 @pytest.fixture(scope="module")
 def layer(checked: None) -> Path:
     """The layer's pure modules compiled for node (``npm run build:test``, done by the check)."""
-    return STARTOS / "build" / "test" / "layer"
+    return ROOT / "build" / "test" / "layer"
 
 
 def node_value(layer: Path, module: str, expression: str) -> Any:
@@ -150,8 +193,8 @@ def test_the_forms_are_built_from_what_vllmd_prints(layer: Path, tmp_path: Path)
     written = write_forms(tmp_path / "forms", Vols(tmp_path / "vols"))
 
     done = subprocess.run(
-        ["node", "--test", "test/forms.test.js"],
-        cwd=STARTOS,
+        ["node", "--test", "startos/test/forms.test.js"],
+        cwd=ROOT,
         env={**os.environ, "VLLMD_FORMS_DIR": str(tmp_path / "forms")},
         capture_output=True,
         text=True,

@@ -14,12 +14,13 @@ const built = fs.existsSync(bundle)
 if (!built && process.env.CI) throw new Error(`CI: ${bundle} is missing; run npm run build first`)
 const skip = built ? false : 'no bundle: run npm run build first'
 
-const versionsEnv = fs.readFileSync(path.join(root, '..', 'containers', 'versions.env'), 'utf8')
+const versionsEnv = fs.readFileSync(path.join(root, 'containers', 'versions.env'), 'utf8')
 const VLLM_VERSION = /^VLLM_VERSION=(\S+)$/m.exec(versionsEnv)[1]
 
-function manifestOf(variant) {
-  const env = { ...process.env, VARIANT: variant }
+function manifestOf(variant, extra = {}) {
+  const env = { ...process.env, VARIANT: variant, ...extra }
   if (variant === undefined) delete env.VARIANT
+  if (!('PACKAGE_REPO' in extra)) delete env.PACKAGE_REPO
   const out = execFileSync(
     'node',
     ['-e', `console.log(JSON.stringify(require('${bundle}').manifest))`],
@@ -42,10 +43,10 @@ const expected = {
     hardwareAcceleration: true,
   },
   cpu: {
-    arch: ['x86_64', 'aarch64'],
+    arch: ['x86_64'],
     nvidiaContainer: false,
     device: [],
-    hardwareAcceleration: false,
+    hardwareAcceleration: true,
   },
 }
 
@@ -61,14 +62,18 @@ for (const [variant, want] of Object.entries(expected)) {
     const image = m.images.vllm
     assert.deepEqual(image.source, {
       dockerBuild: {
-        workdir: '..',
-        dockerfile: `../containers/Containerfile.${variant}`,
+        workdir: '.',
+        dockerfile: `containers/Containerfile.${variant}`,
         buildArgs: { VLLM_VERSION },
       },
     })
-    // the build context and Containerfile are where start-cli (run in startos/) looks
+    // the build context and Containerfile are where start-cli (run at the root) looks
     assert.ok(fs.existsSync(path.join(root, image.source.dockerBuild.dockerfile)))
-    assert.ok(fs.existsSync(path.join(root, '..', 'vllmd', 'cli.py')))
+    assert.ok(fs.existsSync(path.join(root, 'vllmd', 'cli.py')))
+    // what the registry and StartOS read: upstream's license, a URL for this repository
+    assert.equal(m.license, 'Apache-2.0')
+    assert.equal(m.packageRepo, 'https://github.com/Start9Labs/vllm-startos')
+    assert.equal(m.upstreamRepo, 'https://github.com/vllm-project/vllm')
     assert.deepEqual(image.arch, want.arch)
     assert.equal(image.emulateMissingAs, null)
     assert.equal(image.nvidiaContainer, want.nvidiaContainer)
@@ -92,13 +97,28 @@ for (const [variant, want] of Object.entries(expected)) {
 test('VARIANT unset (StartOS loading the bundle at run time) reads as cpu', { skip }, () => {
   assert.equal(
     manifestOf(undefined).images.vllm.source.dockerBuild.dockerfile,
-    '../containers/Containerfile.cpu',
+    'containers/Containerfile.cpu',
   )
 })
 
-test('an unknown VARIANT fails the load, naming the choices', { skip }, () => {
-  assert.throws(
-    () => manifestOf('vulkan'),
-    /VARIANT="vulkan": build with VARIANT set to one of nvidia, rocm, cpu/,
+test('the variants publish under one version: their shared metadata is equal', { skip }, () => {
+  // The registry merges a version's variants into one entry and refuses a mismatch in what they
+  // share; only images and hardwareRequirements may differ.
+  const shared = (m) => {
+    const { images, hardwareRequirements, gitHash, ...rest } = m
+    return rest
+  }
+  const [nvidia, rocm, cpu] = ['nvidia', 'rocm', 'cpu'].map((v) => shared(manifestOf(v)))
+  assert.deepEqual(rocm, nvidia)
+  assert.deepEqual(cpu, nvidia)
+})
+
+test('PACKAGE_REPO overrides the repository URL, and must be one', { skip }, () => {
+  const fork = 'https://example.org/fork/vllm-startos'
+  assert.equal(manifestOf('cpu', { PACKAGE_REPO: fork }).packageRepo, fork)
+  assert.equal(
+    manifestOf('cpu', { PACKAGE_REPO: '' }).packageRepo,
+    'https://github.com/Start9Labs/vllm-startos',
   )
+  assert.throws(() => manifestOf('cpu', { PACKAGE_REPO: 'not a url' }), /PACKAGE_REPO="not a url"/)
 })

@@ -59,3 +59,35 @@ test('init asks for a model exactly when none is selected', () => {
   ]
   for (const [text, expected] of cases) assert.equal(needsModel(text), expected, String(text))
 })
+
+test("dependents' import: utils.ts holds the API's host id and port and imports nothing", () => {
+  const utils = text('utils.ts')
+  assert.ok(!/^\s*import\b|\brequire\(/m.test(utils), 'utils.ts imports something')
+  const { apiHostId, apiPort } = require(path.join(root, 'build', 'test', 'utils'))
+  assert.equal(apiHostId, 'api-multi')
+  assert.equal(apiPort, 8000)
+})
+
+test('the ids dependents and users rely on', () => {
+  const { DAEMON_ID, API_INTERFACE_ID, DOWNLOAD_CHECK_ID } = layer('ids')
+  assert.equal(DAEMON_ID, 'primary') // Open WebUI requires the health check `primary`
+  assert.equal(API_INTERFACE_ID, 'api')
+  assert.equal(DOWNLOAD_CHECK_ID, 'model-download')
+  assert.match(text('main.ts'), /addDaemon\(DAEMON_ID,/)
+  assert.match(text('main.ts'), /addHealthCheck\(DOWNLOAD_CHECK_ID,/)
+  assert.match(text('interfaces.ts'), /sdk\.MultiHost\.of\(effects, apiHostId\)/)
+  const ids = [
+    'actions/getApiCredentials.ts',
+    'actions/setModel.ts',
+    'actions/deleteModelCache.ts',
+  ].map((file) => /sdk\.Action\.with\w+\(\s*(?:\/\/[^\n]*\n\s*)*'([^']+)'/.exec(text(file))[1])
+  assert.deepEqual(ids, ['get-api-credentials', 'set-model', 'delete-model-cache'])
+})
+
+test('the version is a release of vLLM, and the image pins that release', () => {
+  const { PACKAGE_VERSION, vllmTagOf } = layer('version')
+  assert.match(PACKAGE_VERSION, /^\d+\.\d+\.\d+:\d+$/)
+  assert.equal(vllmTagOf('0.32.0:0'), 'v0.32.0')
+  assert.throws(() => vllmTagOf('0.32.0'), /not a release like 0\.32\.0:0/)
+  assert.match(text('versions/current.ts'), /version: PACKAGE_VERSION,/)
+})

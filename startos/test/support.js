@@ -3,7 +3,8 @@
 'use strict'
 const path = require('node:path')
 
-const root = path.join(__dirname, '..')
+// the package root: the repository root
+const root = path.join(__dirname, '..', '..')
 const layer = (name) => require(path.join(root, 'build', 'test', 'layer', name))
 
 // Any use of effects throws: the form builders must not reach for a live StartOS.
