@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from actions_support import (
 )
 
 from vllmd.core.fit import Machine
+from vllmd.hardware.linker import Refresh, refresh_linker_cache
 from vllmd.hardware.tiers import (
     GIB,
     Gpu,
@@ -278,3 +280,151 @@ def test_cpu_variant_command_never_imports_pynvml() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=vllmd_env(), cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
+
+
+# ---- NVML that does not load: the linker cache, refreshed once ---------------------------------
+
+LIBRARY_NOT_FOUND = 12
+"""pynvml's code when libnvidia-ml.so.1 does not load."""
+
+
+class Linker:
+    """A linker-cache refresh that records its calls and, when it works, lets NVML load."""
+
+    def __init__(self, fake: FakeNvml, *, fixes: bool, refresh: Refresh | None = None) -> None:
+        self.fake, self.fixes = fake, fixes
+        self.refresh = refresh or Refresh(True)
+        self.calls = 0
+
+    def __call__(self) -> Refresh:
+        self.calls += 1
+        if self.refresh.done and self.fixes:
+            self.fake.recorded.pop("init_error", None)
+        return self.refresh
+
+
+def _unloadable(tmp_path: Path) -> tuple[FakeNvml, Path]:
+    machine = load_machine("h100-80gb")
+    machine["nvml"]["init_error"] = LIBRARY_NOT_FOUND
+    return FakeNvml(machine["nvml"]), machine_root(machine, tmp_path)
+
+
+def test_when_nvml_does_not_load_the_linker_cache_is_refreshed_once_and_nvml_asked_again(
+    tmp_path: Path,
+) -> None:
+    # given NVML whose library loads only once the linker cache lists it (a fresh subcontainer)
+    fake, root = _unloadable(tmp_path)
+    linker = Linker(fake, fixes=True)
+    # when detecting
+    found = detect("nvidia", root=root, nvml_loader=lambda: fake, refresh_linker=linker)
+    # then the cache was refreshed once, the GPU found, and the notes say why it took that
+    assert linker.calls == 1
+    assert found.tier == "nvidia-hopper" and found.reason is None
+    assert any("ldconfig" in note and "libnvidia-ml.so.1" in note for note in found.notes)
+
+
+def test_when_nvml_still_does_not_load_detection_falls_back_after_one_refresh(
+    tmp_path: Path,
+) -> None:
+    fake, root = _unloadable(tmp_path)
+    linker = Linker(fake, fixes=False)
+    found = detect("nvidia", root=root, nvml_loader=lambda: fake, refresh_linker=linker)
+    assert linker.calls == 1
+    assert found.tier == "cpu" and found.reason is not None and "NVML failed" in found.reason
+    assert any("still did not" in note for note in found.notes)
+
+
+def test_without_root_the_linker_cache_is_not_refreshed_and_the_notes_say_so(
+    tmp_path: Path,
+) -> None:
+    fake, root = _unloadable(tmp_path)
+    problem = "vllmd does not run as root, so it cannot refresh the linker cache"
+    linker = Linker(fake, fixes=True, refresh=Refresh(False, problem, tried=False))
+    found = detect("nvidia", root=root, nvml_loader=lambda: fake, refresh_linker=linker)
+    assert found.tier == "cpu" and any(problem in note for note in found.notes)
+
+
+def test_an_nvml_failure_the_linker_cannot_fix_refreshes_nothing(tmp_path: Path) -> None:
+    machine = load_machine("h100-80gb")
+    machine["nvml"]["init_error"] = 9  # the driver is not loaded: a library was found
+    fake = FakeNvml(machine["nvml"])
+    linker = Linker(fake, fixes=True)
+    found = detect(
+        "nvidia", root=machine_root(machine, tmp_path), nvml_loader=lambda: fake,
+        refresh_linker=linker,
+    )  # fmt: skip
+    assert linker.calls == 0 and found.tier == "cpu"
+
+
+def _completed(code: int, err: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.CompletedProcess(["ldconfig"], code, b"", err)
+
+
+@pytest.mark.parametrize(
+    ("euid", "program", "code", "expect"),
+    [
+        (0, "/sbin/ldconfig", 0, Refresh(True)),
+        (1000, "/sbin/ldconfig", 0, None),  # not root: not tried
+        (0, None, 0, None),  # no ldconfig: not tried
+        (0, "/sbin/ldconfig", 1, Refresh(False, "ldconfig exited with status 1: boom")),
+    ],
+)
+def test_the_linker_cache_is_refreshed_only_as_root_with_an_ldconfig(
+    euid: int, program: str | None, code: int, expect: Refresh | None
+) -> None:
+    ran: list[list[str]] = []
+
+    def run(argv: Any) -> subprocess.CompletedProcess[bytes]:
+        ran.append(list(argv))
+        return _completed(code, b"boom\n")
+
+    refresh = refresh_linker_cache(euid=lambda: euid, program=lambda: program, run=run)
+    if expect is None:
+        assert not refresh.tried and not refresh.done and refresh.problem and ran == []
+    else:
+        assert refresh == expect and ran == [[program]]
+
+
+def _nvml_loads_here() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the linker cache is refreshed only as root")
+@pytest.mark.skipif(_nvml_loads_here(), reason="NVML loads on this machine: nothing to refresh")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["hardware", "--variant", "nvidia"],
+        ["action", "set-model", "--form", "--variant", "nvidia"],
+        ["action", "set-model", "--preset", "qwen3-0.6b", "--variant", "nvidia", "--force"],
+    ],
+    ids=["hardware", "set-model-form", "set-model"],
+)
+def test_every_command_that_detects_refreshes_the_linker_cache_once(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # given a machine where NVML's library does not load (none here), as root, and an ldconfig
+    # that records its calls
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "ldconfig-calls"
+    (bin_dir / "ldconfig").write_text(f"#!/bin/sh\necho called >> {calls}\n")
+    (bin_dir / "ldconfig").chmod(0o755)
+    env = vllmd_env(PATH=f"{bin_dir}:{os.environ['PATH']}")
+    volumes = [f"--data={tmp_path / 'data'}", f"--public={tmp_path / 'public'}",
+               f"--run-dir={tmp_path / 'run'}"]  # fmt: skip
+    # when the command detects the hardware
+    done = run_vllmd(*command, *(volumes if command[0] == "action" else ()), env=env)
+    # then ldconfig ran once before detection gave up on NVML
+    assert calls.read_text() == "called\n", done.stderr
+    if "--preset" not in command:
+        out = done.json()
+        notes = out.get("hardware", out)["notes"]
+        assert any("libnvidia-ml.so.1" in note and "ldconfig" in note for note in notes)

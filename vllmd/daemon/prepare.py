@@ -8,14 +8,12 @@ same fault): the key on every wake-up, the launch's prerequisites before every l
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vllmd import guard
 from vllmd.core.masking import redact
+from vllmd.hardware.linker import refresh_linker_cache
 from vllmd.settings import Settings
 from vllmd.state.atomicfile import write_atomic
 from vllmd.state.credentials import ensure_key
@@ -57,22 +55,11 @@ def ensure_key_logged(settings: Settings, early: Early | None = None) -> None:
 
 def ldconfig(settings: Settings) -> None:
     """Refresh the linker cache once (Triton must find the host-injected libcuda)."""
-    program = shutil.which("ldconfig") or (
-        "/sbin/ldconfig" if os.path.exists("/sbin/ldconfig") else None
-    )
-    if not settings.ldconfig or program is None or os.geteuid() != 0:
+    if not settings.ldconfig:
         return
-    try:
-        done = subprocess.run([program], capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("ldconfig failed: %s (continuing)", exc)
-        return
-    if done.returncode != 0:
-        log.warning(
-            "ldconfig exited with status %d (continuing): %s",
-            done.returncode,
-            done.stderr.decode(errors="replace").strip()[-500:],
-        )
+    refresh = refresh_linker_cache()
+    if refresh.tried and not refresh.done:
+        log.warning("%s (continuing)", refresh.problem)
 
 
 def install_guard(run_dir: Path) -> Path:

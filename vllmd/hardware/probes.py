@@ -18,6 +18,9 @@ log = logging.getLogger("vllmd.gpuprobe")  # the component name users see in log
 GIB = 1 << 30
 NVML_ERROR_NOT_SUPPORTED = 3
 """NVML's answer to a memory query on a unified-memory GPU (GB10): there is no VRAM to count."""
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+"""pynvml's answer when ``libnvidia-ml.so.1`` does not load (it tries again on the next init)."""
+NVML_LIBRARY = "libnvidia-ml.so.1"
 AMD_VENDOR = "0x1002"
 IGPU_VRAM_LIMIT_BYTES = GIB
 """AMD GPUs with less VRAM than this are integrated (a BIOS carve-out of system memory): skipped."""

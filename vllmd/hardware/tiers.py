@@ -21,8 +21,11 @@ from pathlib import Path
 
 from vllmd.core.choices import TIERS, Tier, Variant
 from vllmd.core.fit import Machine
+from vllmd.hardware.linker import Refresh, refresh_linker_cache
 from vllmd.hardware.probes import (
     GIB,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    NVML_LIBRARY,
     Gpu,
     Nvml,
     load_nvml,
@@ -177,17 +180,56 @@ def _fallback(variant: Variant, reason: str, memory: int | None, notes: list[str
     return Hardware("cpu", budget, 1, (), memory, variant, reason=reason, notes=tuple(notes))
 
 
-def _detect(variant: Variant, root: Path, nvml_loader: Callable[[], Nvml]) -> Hardware:
+def _nvml_failed(exc: BaseException) -> str:
+    return f"NVML failed: {exc or type(exc).__name__}"
+
+
+def _probe_nvidia(
+    nvml: Nvml, refresh_linker: Callable[[], Refresh], notes: list[str]
+) -> tuple[Gpu, ...] | str:
+    """Every NVIDIA GPU, or why there is none; when NVML's library does not load, the linker
+    cache is refreshed once and NVML asked again (what happened goes to ``notes``)."""
+    try:
+        return probe_nvidia(nvml)
+    except Exception as exc:
+        if getattr(exc, "value", None) != NVML_ERROR_LIBRARY_NOT_FOUND:
+            return _nvml_failed(exc)
+        first = exc
+    refresh = refresh_linker()
+    if not refresh.done:
+        notes.append(f"{NVML_LIBRARY} did not load; {refresh.problem}")
+        return _nvml_failed(first)
+    try:
+        gpus = probe_nvidia(nvml)
+    except Exception as exc:
+        notes.append(
+            f"{NVML_LIBRARY} did not load; the linker cache was refreshed (ldconfig) and it "
+            "still did not"
+        )
+        return _nvml_failed(exc)
+    notes.append(
+        f"{NVML_LIBRARY} did not load until the linker cache was refreshed (ldconfig): this "
+        "container's cache did not list the host's NVIDIA libraries"
+    )
+    return gpus
+
+
+def _detect(
+    variant: Variant,
+    root: Path,
+    nvml_loader: Callable[[], Nvml],
+    refresh_linker: Callable[[], Refresh],
+) -> Hardware:
     memory, notes = system_memory(root)
     if variant == "nvidia":
         try:
             nvml = nvml_loader()
         except ImportError as exc:
             return _fallback(variant, f"nvidia-ml-py is not installed ({exc})", memory, notes)
-        try:
-            gpus = probe_nvidia(nvml)
-        except Exception as exc:
-            return _fallback(variant, f"NVML failed: {exc or type(exc).__name__}", memory, notes)
+        found = _probe_nvidia(nvml, refresh_linker, notes)
+        if isinstance(found, str):
+            return _fallback(variant, found, memory, notes)
+        gpus = found
         if not gpus:
             return _fallback(variant, "NVML found no NVIDIA GPU", memory, notes)
         tiers: list[Tier] = []
@@ -216,10 +258,18 @@ def _detect(variant: Variant, root: Path, nvml_loader: Callable[[], Nvml]) -> Ha
 
 
 def detect(
-    variant: Variant, root: Path = Path("/"), nvml_loader: Callable[[], Nvml] = load_nvml
+    variant: Variant,
+    root: Path = Path("/"),
+    nvml_loader: Callable[[], Nvml] = load_nvml,
+    refresh_linker: Callable[[], Refresh] = refresh_linker_cache,
 ) -> Hardware:
-    """Detect the hardware the ``variant`` image can use; never raises (falls back to ``cpu``)."""
+    """Detect the hardware the ``variant`` image can use; never raises (falls back to ``cpu``).
+
+    Every command that detects comes here (``hardware``, ``set-model``, its ``--form``): when
+    NVML's library does not load, ``refresh_linker`` (``ldconfig``, as root) runs once and NVML
+    is asked again, and the notes say so.
+    """
     try:
-        return _detect(variant, root, nvml_loader)
+        return _detect(variant, root, nvml_loader, refresh_linker)
     except Exception as exc:  # detection must never take an action down
         return _fallback(variant, f"hardware detection failed: {exc!r}", None, [])
