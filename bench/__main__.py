@@ -21,6 +21,15 @@ from bench.run import Config, run
 from bench.summary import flatten, summarize, table
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PARTS = ("ready", "switch")
+"""The parts of ``--real``: ready, key rotation and stop; the switch to a model not cached."""
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p for p in text.split(",") if p)
+    if not parts or set(parts) - set(PARTS):
+        raise argparse.ArgumentTypeError(f"parts are {', '.join(PARTS)}: not {text!r}")
+    return parts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds", type=int, default=2, metavar="N", help="--real: rounds of ready and stop"
     )
     parser.add_argument(
+        "--only",
+        type=_parts,
+        default=PARTS,
+        metavar="PART,...",
+        help=f"--real: which parts, of {','.join(PARTS)} (default all)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     args = parser.parse_args(argv)
@@ -69,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.real:
         from bench.real_report import main_real
 
-        return main_real(args.out, args.rounds, log)
+        return main_real(args.out, args.rounds, log, args.only)
 
     config = Config.make(quick=args.quick, samples=args.samples, idle_s=args.idle_s)
     raw = run(config, log)

@@ -202,14 +202,6 @@ def rotation(v: Volumes, port: int, n: int) -> list[float]:
     return out
 
 
-def run_real(workdir: Path, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every ``--real`` figure; raw samples in ms."""
-    env = cpuenv.prepare(log=log)
-    raw: dict[str, Any] = {"vllm": str(env.vllm), "chat_args": list(env.chat_args)}
-    with Fleet(workdir) as fleet:
-        real = Real(fleet, env, log)
-        try:
-            raw.update(ready_and_stop(real, rounds))
-        finally:
-            real.kill_leftovers()
-    return raw
+def prepared(log: Callable[[str], None]) -> cpuenv.CpuEnv:
+    """The e2e tier's CPU vLLM and its two models (prepared once, then found)."""
+    return cpuenv.prepare(log=log)

@@ -1,87 +1,162 @@
-"""The ``--real`` figures as one table: each next to its floor, with the difference and target."""
+"""``python -m bench --real``: run the parts asked for, and one table of their figures, each next
+to its floor with the difference and the target."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from bench.real import READY_PLUS_S, STOP_PLUS_MS, run_real
+from bench.procs import Fleet
+from bench.real import READY_PLUS_S, STOP_PLUS_MS, Real, prepared, ready_and_stop
 from bench.report import Spread, render
+from bench.switch import FETCH_X, OUTAGE_PLUS_S, run_switch
 
 HEADER = ("figure", "p50", "p90", "p99", "floor", "floor p50", "now - floor", "target", "")
 
 
-def summarize_real(raw: dict[str, Any]) -> dict[str, Any]:
-    """``{"figures", "table"}`` from :func:`bench.real.run_real`'s samples."""
+def _verdict(passed: bool) -> str:
+    return "pass" if passed else "MISS"
+
+
+def _row(label: str, s: Spread, *rest: str) -> list[str]:
+    cells = [label, *(f"{v:.1f} ms" for v in (s.p50, s.p90, s.p99))]
+    return cells + [*rest, "", "", "", "", ""][:5]
+
+
+def _value(label: str, value: str, *rest: str) -> list[str]:
+    return [label, value, "", "", *[*rest, "", "", "", "", ""][:5]]
+
+
+def _ready_rows(raw: dict[str, Any], figures: dict[str, Any]) -> list[list[str]]:
     ready, ready_floor = Spread.of(raw["ready"]), Spread.of(raw["ready_floor"])
     stop, stop_floor = Spread.of(raw["stop"]), Spread.of(raw["stop_floor"])
     rotation = Spread.of(raw["rotation"])
     ready_plus = round(ready.p50 - ready_floor.p50, 1)
     stop_plus = round(stop.p50 - stop_floor.p50, 1)
     ready_passed, stop_passed = ready_plus <= READY_PLUS_S * 1e3, stop_plus <= STOP_PLUS_MS
-    figures = {
-        "ready": {"spread": ready, "plus_ms": ready_plus, "passed": ready_passed},
-        "ready_floor": {"spread": ready_floor},
-        "rotation": {"spread": rotation},
-        "stop": {"spread": stop, "plus_ms": stop_plus, "passed": stop_passed},
-        "stop_floor": {"spread": stop_floor},
-    }
-
-    def row(label: str, s: Spread, *rest: str) -> list[str]:
-        cells = [label, *(f"{v:.1f} ms" for v in (s.p50, s.p90, s.p99))]
-        return cells + [*rest, "", "", "", "", ""][:5]
-
-    def verdict(passed: bool) -> str:
-        return "pass" if passed else "MISS"
-
-    rows: list[list[str]] = [["vllmd over the real CPU vLLM (python -m bench --real)"]]
-    rows.append(
-        row(
+    figures["ready"] = {"spread": ready, "plus_ms": ready_plus, "passed": ready_passed}
+    figures["ready_floor"] = {"spread": ready_floor}
+    figures["rotation"] = {"spread": rotation}
+    figures["stop"] = {"spread": stop, "plus_ms": stop_plus, "passed": stop_passed}
+    figures["stop_floor"] = {"spread": stop_floor}
+    return [
+        ["vllmd over the real CPU vLLM: ready and stop"],
+        _row(
             "ready: Set Model -> health success",
             ready,
             "vllm serve",
             f"{ready_floor.p50:.1f} ms",
             f"{ready_plus / 1e3:+.2f} s",
             f"<= floor + {READY_PLUS_S} s",
-            verdict(ready_passed),
-        )
-    )
-    rows.append(row("key rotation (guard): deleted -> new key accepted", rotation))
-    rows.append(
-        row(
+            _verdict(ready_passed),
+        ),
+        _row("key rotation (guard): deleted -> new key accepted", rotation),
+        _row(
             "stop: SIGTERM -> vllmd exited, group empty",
             stop,
             "vLLM's own exit",
             f"{stop_floor.p50:.1f} ms",
             f"{stop_plus:+.1f} ms",
             f"<= floor + {STOP_PLUS_MS:.0f} ms",
-            verdict(stop_passed),
-        )
-    )
-    rows.append(["floor, the same run"])
-    rows.append(row("vllm serve (same argv and env) -> /health 200", ready_floor))
-    rows.append(row("SIGTERM to vllm serve -> it exited", stop_floor))
+            _verdict(stop_passed),
+        ),
+        ["floor, the same run"],
+        _row("vllm serve (same argv and env) -> /health 200", ready_floor),
+        _row("SIGTERM to vllm serve -> it exited", stop_floor),
+    ]
+
+
+def _switch_rows(raw: dict[str, Any], figures: dict[str, Any]) -> list[list[str]]:
+    s, put = raw["switch"], raw["throughput"]
+    outage, cached = s["uncached_outage_s"], s["cached_outage_to_new_s"]
+    plus = round(outage - cached, 3)
+    vllmd_mbps, plain_mbps = statistics.median(put["vllmd"]), statistics.median(put["plain"])
+    x = round(vllmd_mbps / plain_mbps, 2) if plain_mbps else float("inf")
+    figures["switch"] = {**s, "outage_plus_s": plus, "passed": plus <= OUTAGE_PLUS_S}
+    figures["throughput"] = {**put, "x": x, "passed": x >= FETCH_X}
+    download = "none" if s["download_s"] is None else f"{s['download_s']:.1f} s"
+    mb = raw["sizes"]
+    return [
+        [f"switch to a model not cached (issue 19): {mb['new'] / 1e6:.0f} MB, hub throttled"],
+        _value(
+            "outage: last answer of the old -> first of the new",
+            f"{outage:.2f} s",
+            "cached switch",
+            f"{cached:.2f} s",
+            f"{plus:+.2f} s",
+            f"<= floor + {OUTAGE_PLUS_S:.0f} s",
+            _verdict(plus <= OUTAGE_PLUS_S),
+        ),
+        _value("  Set Model -> the new one's fetch complete", download),
+        _value("  Set Model -> the new model's first answer", f"{s['uncached_total_s']:.2f} s"),
+        _value(
+            "  daemon RSS: before / most while fetching",
+            f"{s['rss_before_mb']:.1f} / {s['rss_fetching_max_mb']:.1f} MB",
+        ),
+        _value(
+            "cached switch back to the old model: outage", f"{s['cached_outage_to_old_s']:.2f} s"
+        ),
+        _value(
+            f"fetch throughput, {mb['new'] / 1e6:.0f} MB unthrottled (MB/s)",
+            f"{vllmd_mbps:.1f} MB/s",
+            "snapshot_download",
+            f"{plain_mbps:.1f} MB/s",
+            f"{x:.2f}x",
+            f">= {FETCH_X}x",
+            _verdict(x >= FETCH_X),
+        ),
+    ]
+
+
+def summarize_real(raw: dict[str, Any]) -> dict[str, Any]:
+    """``{"figures", "table"}`` from the parts' raw samples (ms, s, MB/s)."""
+    figures: dict[str, Any] = {}
+    rows: list[list[str]] = []
+    if "ready" in raw:
+        rows += _ready_rows(raw, figures)
+    if "switch" in raw:
+        rows += _switch_rows(raw, figures)
     return {"figures": figures, "table": render(HEADER, rows, left={0, 4, 7})}
 
 
-def main_real(out: Path, rounds: int, log: Callable[[str], None]) -> int:
+def run_real(
+    workdir: Path, rounds: int, log: Callable[[str], None], parts: Collection[str]
+) -> dict[str, Any]:
+    """The ``--real`` parts asked for; raw samples."""
+    env = prepared(log)
+    raw: dict[str, Any] = {"vllm": str(env.vllm)}
+    with Fleet(workdir) as fleet:
+        real = Real(fleet, env, log)
+        try:
+            if "ready" in parts:
+                raw.update(ready_and_stop(real, rounds))
+            if "switch" in parts:
+                raw.update(run_switch(real))
+        finally:
+            real.kill_leftovers()
+    return raw
+
+
+def main_real(out: Path, rounds: int, log: Callable[[str], None], parts: Collection[str]) -> int:
     """``python -m bench --real``: run, print the table, write ``real.json`` and ``real.txt``."""
     workdir = Path(tempfile.mkdtemp(prefix="vllmd-bench-real-"))
     try:
-        raw = run_real(workdir, rounds, log)
+        raw = run_real(workdir, rounds, log, parts)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = summarize_real(raw)
     print(result["table"])
     out.mkdir(parents=True, exist_ok=True)
     document = {
-        "command": f"python -m bench --real --rounds {rounds}",
+        "command": f"python -m bench --real --rounds {rounds} --only {','.join(parts)}",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "load_avg_after": os.getloadavg(),
         "raw": raw,
@@ -96,8 +171,6 @@ def main_real(out: Path, rounds: int, log: Callable[[str], None]) -> int:
 
 def _plain(value: object) -> object:
     """JSON for the dataclasses in the figures."""
-    import dataclasses
-
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     raise TypeError(f"not JSON: {type(value).__name__}")

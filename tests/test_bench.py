@@ -186,3 +186,31 @@ def test_real_report_puts_each_figure_next_to_its_floor() -> None:
     assert figures["stop"]["plus_ms"] == 30.0 and figures["stop"]["passed"]
     for row in ("ready:", "key rotation", "stop:", "+0.15 s", "+30.0 ms"):
         assert row in result["table"]
+
+
+def test_real_report_puts_the_switch_outage_next_to_a_cached_switch() -> None:
+    # The issue-19 part of ``--real`` (minutes of downloads and loads), on made-up figures:
+    # a switch whose outage is 1.5 s over a cached switch's passes, and one 2.5 s over misses.
+    from bench.real_report import summarize_real
+
+    def raw(outage_s: float) -> dict[str, Any]:
+        switch = {
+            "uncached_outage_s": outage_s,
+            "uncached_total_s": 95.0,
+            "download_s": 61.2,
+            "rss_before_mb": 30.1,
+            "rss_fetching_max_mb": 30.4,
+            "cached_outage_to_old_s": 20.0,
+            "cached_outage_to_new_s": 30.0,
+        }
+        throughput = {"bytes": 542_000_000, "vllmd": [95.0, 97.0], "plain": [100.0, 104.0]}
+        sizes = {"old": 91_000_000, "new": 542_000_000}
+        return {"switch": switch, "throughput": throughput, "sizes": sizes}
+
+    result = summarize_real(raw(31.5))
+    figures = result["figures"]
+    assert figures["switch"]["outage_plus_s"] == 1.5 and figures["switch"]["passed"]
+    assert figures["throughput"]["x"] == 0.94 and figures["throughput"]["passed"]
+    for row in ("outage: last answer", "+1.50 s", "61.2 s", "30.1 / 30.4 MB", "0.94x"):
+        assert row in result["table"]
+    assert not summarize_real(raw(32.5))["figures"]["switch"]["passed"]
