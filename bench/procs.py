@@ -38,7 +38,7 @@ def ms(seconds: float) -> float:
 
 
 def standin_argv(record: Path, seq: int, port: int, *fake: str) -> list[str]:
-    """The stand-in's argv, shaped like vllmd's launch (CONTRACT §2.4)."""
+    """The stand-in's argv, shaped like vllmd's launch."""
     argv = [str(STANDIN), "serve", "bench/model", "--fake-record", str(record)]
     argv += ["--bench-seq", str(seq), *fake, "--no-enable-log-requests", "--host", "127.0.0.1"]
     return [*argv, "--port", str(port), "--download-dir", str(record.parent), "--api-key", "k" * 22]
