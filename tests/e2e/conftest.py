@@ -192,7 +192,7 @@ def start_real(
     # No PYTHONPATH: vllmd is found from the working folder (the repository) by the daemon only,
     # so nothing of this environment leaks into vLLM's Python.
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    full_env = {**base, **env.run_env(root / "scratch")}
+    full_env = {**base, **cpuenv.run_env(root / "scratch")}
     out_path, err_path = root / "daemon.out", root / "daemon.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(command, stdout=out, stderr=err, env=full_env, cwd=ROOT)

@@ -1,7 +1,7 @@
-"""The scripts that preparing the CPU vLLM writes or runs inside its virtual environment.
+"""The two scripts that preparing the CPU vLLM writes or runs inside its virtual environment.
 
-Text, not code of this process: :mod:`vllmd.demo.cpuenv` writes the launcher and hands the others to
-the venv's Python.
+Text, not code of this process: :mod:`vllmd.demo.cpuenv` writes the launcher and hands the
+conversion to the venv's Python.
 """
 
 from __future__ import annotations
@@ -60,13 +60,4 @@ config = json.loads(config_path.read_text())
 config.pop("quantization_config", None)
 config_path.write_text(json.dumps(config, indent=2) + "\\n")
 print("converted", sum(p.numel() for p in model.parameters()), "parameters")
-"""
-
-LOCATE_SCRIPT = """
-import importlib.util, json, sys
-found = {}
-for name in sys.argv[1:]:
-    spec = importlib.util.find_spec(name)
-    found[name] = list(spec.submodule_search_locations)[0]
-print(json.dumps(found))
 """

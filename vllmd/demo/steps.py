@@ -1,15 +1,14 @@
-"""Run one long preparation step: its output to a log file, a heartbeat, a deadline, a lock.
+"""Run one long preparation step (its output to a log file, a heartbeat, a deadline); find uv.
 
-Used by :mod:`vllmd.demo.cpuenv`, whose steps (pip installs, a model conversion) take minutes.
+Used by :mod:`vllmd.demo.cpuenv`, whose steps (an install, a model conversion) take minutes.
 """
 
 from __future__ import annotations
 
-import fcntl
+import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from vllmd.core.errors import VllmdError
@@ -23,6 +22,22 @@ class PrepareError(VllmdError):
     """Raised when a step of preparing the CPU vLLM fails; says which step and shows its output."""
 
 
+def uv_program() -> str:
+    """The ``uv`` program: the one the ``uv`` package installed, else one on the PATH."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found:
+            return found
+    raise PrepareError(
+        "uv, which installs the CPU vLLM, is not installed: run "
+        "`pip install -e '.[demo]'` in the checkout (or install uv: https://docs.astral.sh/uv/)"
+    )
+
+
 def run_logged(
     argv: Sequence[str],
     *,
@@ -33,7 +48,7 @@ def run_logged(
 ) -> str:
     """Run ``argv`` logging to ``log_file``; return its stdout, raise PrepareError on failure.
 
-    Prints a line every 30 s while it runs, so a long pip install shows it is alive.
+    Prints a line every 30 s while it runs, so a long install shows it is alive.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     stdout_file = log_file.with_suffix(".out")
@@ -67,7 +82,7 @@ def run_logged(
 
 
 def _tails(stdout_file: Path, stderr_file: Path) -> str:
-    """The last lines of a step's output, then of its errors (where pip says what went wrong)."""
+    """The last lines of a step's output, then of its errors (where uv says what failed)."""
     return (
         f"last lines of {stdout_file}:\n{_tail(stdout_file, LOG_TAIL_LINES // 3)}\n"
         f"last lines of {stderr_file}:\n{_tail(stderr_file, LOG_TAIL_LINES)}"
@@ -86,17 +101,3 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return "(no output)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-@contextmanager
-def locked(lock_path: Path, log: Callable[[str], object]) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"cpuenv: waiting for another preparation of {lock_path.parent} to finish")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
