@@ -31,6 +31,7 @@ from actions_support import (
     nvml_loader,
     run_vllmd,
 )
+from test_key_adoption import KEY, RELEASES, Release
 
 from vllmd.actions.set_model_form import Current, form_document
 from vllmd.core.health import SET_MODEL_TASK
@@ -244,3 +245,31 @@ def test_the_layer_runs_the_actions_vllmd_has(layer: Path) -> None:
         assert done.returncode == 0, (call, done.stderr)
         for flag in (arg for arg in call if arg.startswith("--")):
             assert flag in done.stdout, (flag, call)
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda r: r.name)
+def test_an_update_from_start9s_package_migrates_and_vllmd_keeps_their_key(
+    layer: Path, tmp_path: Path, release: Release
+) -> None:
+    """The two halves of the update together: the version graph's migration (the compiled
+    ``layer/start9.js``, which the graph's ``up`` runs on store.json), then vllmd on what it left.
+    The migration must leave ``apiKey`` for vllmd, which adopts it."""
+    # given the volumes as the release left them
+    vols = Vols(tmp_path / "vols")
+    release.lay_out(vols, ["org/model", "--max-model-len", "4096"])  # Vols has Volumes' paths
+    before = json.loads(vols.store.read_text())
+    # when the package's migration runs, then vllmd
+    text = json.dumps(vols.store.read_text())
+    migrated = node_value(layer, "start9.js", f"m.fromStart9Store({text})")
+    if migrated is not None:
+        vols.store.write_text(migrated)
+    done = vols.action("get-api-key")
+    # then vllmd serves the key dependents hold, and the model carried over
+    assert done.returncode == 0, done.stderr
+    assert done.json()["result"]["value"] == KEY
+    store = vols.read_store()
+    assert "apiKey" not in store
+    expected_args = before.get("serveArgs") or [before["selectedModel"]]
+    assert store["serveArgs"] == expected_args
+    if "modelSelection" in before:
+        assert store["modelSelection"] == before["modelSelection"]
