@@ -130,10 +130,10 @@ def test_a_target_with_nothing_vllm_reads_is_complete_once_fetched(
 def test_progress_counts_bytes_on_disk_while_a_slow_download_moves(
     hub: Hub, tmp_path: Path
 ) -> None:
-    # Given a hub that serves 12 MB/s and a model of 32 MiB (huggingface_hub writes to disk in
-    # 10 MiB pieces)
-    add_model(hub, "org/m", shards=2, size=16 << 20)
-    hub.rate_bps = 12_000_000
+    # Given a hub that serves 8 MB/s per connection and one 32 MiB shard (huggingface_hub writes
+    # to disk in 10 MiB pieces)
+    add_model(hub, "org/m", shards=1, size=32 << 20)
+    hub.rate_bps = 8_000_000
     code, events, _ = _run(hub, tmp_path, "model:org/m")
     assert code == 0
     progress = [e for e in events if e["event"] == "progress"]

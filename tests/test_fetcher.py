@@ -57,9 +57,9 @@ class Harness:
 async def test_a_fetch_reports_its_plan_and_progress_and_ends_complete(
     hub: Hub, tmp_path: Path
 ) -> None:
-    # Given a 32 MiB model on a hub serving 16 MB/s
-    files = read_files(add_model(hub, "org/m", shards=2, size=16 << 20))
-    hub.rate_bps = 16_000_000
+    # Given a 32 MiB model on a hub serving 8 MB/s
+    files = read_files(add_model(hub, "org/m", shards=1, size=32 << 20))
+    hub.rate_bps = 8_000_000
     harness = Harness(tmp_path / "models")
     # When the daemon fetches it
     state = await harness.run(hub, tmp_path)
