@@ -414,6 +414,8 @@ SENTENCES = [
      "Downloading Org/M: 10.0 of 40.0 GB (25 %), 4.5 MB/s, about 1 h 51 min left."),
     ("the last seconds", FetchState("Org/M", 2 * GB, 1_990_000_000, 1_000_000.0),
      "Downloading Org/M: 2.0 of 2.0 GB (99 %), 1.0 MB/s, less than a minute left."),
+    ("once every byte is in", FetchState("Org/M", 2 * GB, 2 * GB, 1_000_000.0),
+     "Downloaded Org/M: 2.0 GB."),
     ("small files in their own unit", FetchState("Org/M", 1_500_000, 700_000, 100_000.0),
      "Downloading Org/M: 0.7 of 1.5 MB (46 %), 100 kB/s, less than a minute left."),
 ]  # fmt: skip

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,9 +174,16 @@ class Real:
 
 
 def start_real(
-    env: cpuenv.CpuEnv, root: Path, *flags: str, store: dict[str, Any] | None = None
+    env: cpuenv.CpuEnv,
+    root: Path,
+    *flags: str,
+    store: dict[str, Any] | None = None,
+    environ: Mapping[str, str | None] | None = None,
 ) -> Real:
-    """Start ``vllmd run`` over the CPU vLLM on volumes under ``root``; return once it is up."""
+    """Start ``vllmd run`` over the CPU vLLM on volumes under ``root``; return once it is up.
+
+    ``environ`` changes the daemon's environment last (``None`` removes a variable: a daemon
+    that fetches from the test hub must not inherit ``HF_HUB_OFFLINE``)."""
     volumes = Volumes(root)
     if store is not None:
         rest = dict(store)
@@ -193,6 +200,11 @@ def start_real(
     # so nothing of this environment leaks into vLLM's Python.
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     full_env = {**base, **cpuenv.run_env(root / "scratch")}
+    for name, value in (environ or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
     out_path, err_path = root / "daemon.out", root / "daemon.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(command, stdout=out, stderr=err, env=full_env, cwd=ROOT)
@@ -229,8 +241,13 @@ def real_factory(
     """Starts real daemons for one module; stops them all when the module is done."""
     started: list[Real] = []
 
-    def start(*flags: str, store: dict[str, Any] | None = None) -> Real:
-        real = start_real(cpu_env, tmp_path_factory.mktemp("vllmd"), *flags, store=store)
+    def start(
+        *flags: str,
+        store: dict[str, Any] | None = None,
+        environ: Mapping[str, str | None] | None = None,
+    ) -> Real:
+        root = tmp_path_factory.mktemp("vllmd")
+        real = start_real(cpu_env, root, *flags, store=store, environ=environ)
         started.append(real)
         return real
 

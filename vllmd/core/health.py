@@ -320,13 +320,15 @@ def _download_sentence(state: FetchState) -> str:
     head = f"Downloading {state.model}:"
     if state.total is None:
         return f"{head} preparing." if state.done <= 0 else f"{head} {human_bytes(state.done)}."
+    if state.done >= state.total:
+        return f"Downloaded {state.model}: {human_bytes(state.total)}."
     total = human_bytes(state.total)
     number, unit = total.split(" ")
     scale = float(state.total) / float(number) if float(number) else 1.0
-    done = min(state.done, state.total)
-    percent = math.floor(100 * done / state.total) if state.total else 100
+    done = state.done
+    percent = math.floor(100 * done / state.total)
     text = f"{head} {done / scale:.1f} of {number} {unit} ({percent} %)"
-    if state.rate_bps > 0 and done < state.total:
+    if state.rate_bps > 0:
         eta = state.eta_s
         text += f", {_rate(state.rate_bps)}"
         if eta is not None:
