@@ -34,7 +34,8 @@ from actions_support import (
 from test_key_adoption import KEY, RELEASES, Release
 
 from vllmd.actions.set_model_form import Current, form_document
-from vllmd.core.health import SET_MODEL_TASK
+from vllmd.core.fetchstate import FetchError, FetchState
+from vllmd.core.health import SET_MODEL_TASK, Fetching, Phase, Snapshot, evaluate
 from vllmd.core.schema import ENV_NAME_PATTERN
 from vllmd.hardware.tiers import detect
 from vllmd.process.supervisor import KILL_WAIT_S
@@ -273,3 +274,66 @@ def test_an_update_from_start9s_package_migrates_and_vllmd_keeps_their_key(
     assert store["serveArgs"] == expected_args
     if "modelSelection" in before:
         assert store["modelSelection"] == before["modelSelection"]
+
+
+GB = 1_000_000_000
+MOVING = FetchState("Org/Model", total=40 * GB, done=12 * GB, rate_bps=48_000_000.0)
+FULL = FetchError("disk-full", "The disk is full.", needed=40 * GB, free=2 * GB)
+
+
+def _printed(snap: Snapshot) -> dict[str, Any]:
+    """What ``vllmd health`` prints for ``snap``: its verdict as health.json, and its exit code."""
+    settings = Settings()
+    verdict = evaluate(snap, 1_060.0, settings.loading_grace_s, settings.loading_cap_s)
+    report = {"result": str(verdict.result), "message": verdict.message, "since": 1, "pid": 1}
+    report |= {"task": verdict.task, "detail": verdict.detail}
+    return {"exitCode": 0 if verdict.result == "success" else 1, "stdout": json.dumps(report)}
+
+
+@pytest.mark.parametrize(
+    ("snap", "api", "download"),
+    [
+        pytest.param(
+            Snapshot(Phase.READY, config_started_at=1_000.0, model="Org/Old"),
+            "success",
+            "success",
+            id="serving, no download",
+        ),
+        pytest.param(
+            Snapshot(Phase.READY, config_started_at=1_000.0, model="Org/Old",
+                     fetch=Fetching(MOVING, moved_at=1_050.0)),
+            "success",
+            "loading",
+            id="the old model serves while the new one downloads",
+        ),
+        pytest.param(
+            Snapshot(Phase.STARTING, config_started_at=1_000.0, model="Org/Model",
+                     fetch=Fetching(MOVING, moved_at=1_050.0)),
+            "loading",
+            "loading",
+            id="downloading with nothing serving",
+        ),
+        pytest.param(
+            Snapshot(Phase.READY, config_started_at=1_000.0, model="Org/Old",
+                     fetch=Fetching(FetchState("Org/Model", error=FULL), retry_in_s=30.0)),
+            "success",
+            "failure",
+            id="the download failed",
+        ),
+    ],
+)  # fmt: skip
+def test_the_two_health_checks_show_what_vllmd_reports(
+    layer: Path, snap: Snapshot, api: str, download: str
+) -> None:
+    """The layer's mapping on what vllmd itself prints: the API check keeps vllmd's verdict, the
+    Model download check shows ``detail.fetch.message`` (loading, or failure with the reason)."""
+    printed = _printed(snap)
+    exec_ = json.dumps({**printed, "stderr": ""})
+
+    checks = node_value(layer, "health.js", f"[m.healthOf({exec_}), m.downloadHealthOf({exec_})]")
+
+    report = json.loads(printed["stdout"])
+    assert checks[0] == {"result": api, "message": report["message"]}
+    fetch = report["detail"].get("fetch")
+    message = fetch["message"] if fetch else node_value(layer, "health.js", "m.NO_DOWNLOAD")
+    assert checks[1] == {"result": download, "message": message}
