@@ -232,6 +232,7 @@ def test_a_key_an_earlier_package_left_in_store_json_is_left_to_the_daemon(tmp_p
     assert not (tmp_path / "p" / "credentials.json").exists() and record.created_key is None
     assert (tmp_path / "r" / "health.json").is_file()
     # and a store without one does not hold the key back
+    record.stop_watching_key()  # (the first start's watch would write it otherwise)
     (tmp_path / "d" / "store.json").write_text('{"serveArgs": ["org/model"]}')
     record = _run(tmp_path, f"--data={tmp_path / 'd'}")
     assert parse_key((tmp_path / "p" / "credentials.json").read_bytes())[0] == record.created_key

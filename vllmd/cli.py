@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace, settings: Settings, *, early: Early | None) -
 
 
 def _health(args: argparse.Namespace, settings: Settings) -> int:
-    from vllmd.daemon.healthfile import health_command
+    from vllmd.daemon.healthcheck import health_command
 
     return health_command(args, settings)
 

@@ -1,4 +1,5 @@
-"""``RUN_DIR/health.json``: the daemon writes it on change, ``vllmd health`` reads it.
+"""``RUN_DIR/health.json``: the daemon writes it on change (``vllmd health`` reads it:
+:mod:`vllmd.daemon.healthcheck`).
 
 The file (CONTRACT.md §3) is ``{"result", "message", "since", "pid", "task", "detail",
 "instance"}``, written atomically when the result, the message, the task or the detail changed,
@@ -10,32 +11,39 @@ container vllmd is always pid 1 and the run folder survives a restart, so a pid 
 the previous run's "success" read as this run's; ``vllmd health`` trusts the file only when a
 running vllmd matches all three.
 
-This module is imported by ``vllmd health``, a container HEALTHCHECK run every few seconds: it
-must stay light, the standard library and vllmd's own small modules only (no anyio, watchfiles or
-msgspec).
+The reading side (the exit codes, :func:`read_health`, :func:`health_command`) lives in
+:mod:`vllmd.daemon.healthcheck`, which ``vllmd health`` imports alone; it is named here too.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from vllmd.core.masking import masker
-from vllmd.process.proc import PROC, boot_id, cmdline, start_time
+from vllmd.daemon.healthcheck import (
+    EXIT_NO_DAEMON,
+    EXIT_SUCCESS,
+    EXIT_UNHEALTHY,
+    health_command,
+    health_text,
+    is_live_vllmd,
+    is_running,
+    read_health,
+)
+from vllmd.process.proc import PROC, boot_id, start_time
 from vllmd.state.atomicfile import write_atomic
-from vllmd.state.readfile import UnreadableFile, read_small_file
 
 if TYPE_CHECKING:
     from vllmd.core.health import Verdict
-    from vllmd.settings import Settings
+
+    StrPath = str | os.PathLike[str]
 
 __all__ = [
     "EXIT_NO_DAEMON",
@@ -44,13 +52,10 @@ __all__ = [
     "HealthPublisher",
     "Instance",
     "health_command",
+    "health_text",
     "is_live_vllmd",
     "read_health",
 ]
-
-EXIT_SUCCESS = 0
-EXIT_UNHEALTHY = 1
-EXIT_NO_DAEMON = 2
 
 RETRY_S = 0.5
 """How soon to publish again after the disk refused a write."""
@@ -58,9 +63,6 @@ CHECK_S = 5.0
 """How soon to publish again otherwise: a deleted file is back on disk within this time."""
 
 log = logging.getLogger(__name__)
-
-MAX_HEALTH_BYTES = 1 << 20
-"""A health file larger than this is not one (the daemon writes about a KiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,34 +77,15 @@ class Instance:
     started: int
 
     @classmethod
-    def of(cls, pid: int, proc_root: Path = PROC) -> Instance:
+    def of(cls, pid: int, proc_root: StrPath = PROC) -> Instance:
         """The running process ``pid``; what cannot be read is recorded as unknown (``""`` and
         ``-1``), which no running process matches."""
         started = start_time(pid, proc_root)
         return cls(boot_id(proc_root) or "", pid, -1 if started is None else started)
 
-    def is_running(self, proc_root: Path = PROC) -> bool:
+    def is_running(self, proc_root: StrPath = PROC) -> bool:
         """Whether the process that wrote this is still the one running under its pid."""
-        return (
-            bool(self.boot_id)
-            and self.started >= 0
-            and boot_id(proc_root) == self.boot_id
-            and start_time(self.pid, proc_root) == self.started
-            and is_live_vllmd(self.pid, proc_root)
-        )
-
-
-def _instance_in(document: dict[str, object]) -> Instance | None:
-    """The ``instance`` the file names, or ``None`` when it has none of the right shape."""
-    raw = document.get("instance")
-    if not isinstance(raw, dict):
-        return None
-    boot, pid, started = raw.get("boot_id"), raw.get("pid"), raw.get("started")
-    if not isinstance(boot, str) or not isinstance(pid, int) or not isinstance(started, int):
-        return None
-    if isinstance(pid, bool) or isinstance(started, bool):  # JSON true is not a number
-        return None
-    return Instance(boot, pid, started)
+        return is_running(self.boot_id, self.pid, self.started, proc_root)
 
 
 class HealthPublisher:
@@ -196,90 +179,3 @@ class HealthPublisher:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # the run folder was removed
             write_atomic(self.path, data, mode=0o644)
         self._file = self._identity(os.stat(self.path))
-
-
-def read_health(path: Path) -> dict[str, object] | None:
-    """The health document at ``path``, or ``None`` when there is none or it is not one.
-
-    Read without blocking and with a size cap (a FIFO or ``/dev/zero`` in its place must not
-    hang a HEALTHCHECK); JSON nested deeper than Python's stack is "not one" too.
-    """
-    try:
-        document = json.loads(read_small_file(path, MAX_HEALTH_BYTES))
-    except (OSError, UnreadableFile, ValueError, RecursionError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def is_live_vllmd(pid: int, proc_root: Path = PROC) -> bool:
-    """Whether ``pid`` is a running vllmd daemon (its command line names ``vllmd``).
-
-    A zombie has an empty command line and does not count; neither does a ``vllmd health``
-    process (one that reused a dead daemon's pid), nor this process itself.
-    """
-    if pid <= 0 or (pid == os.getpid() and proc_root == PROC):
-        return False
-    argv = cmdline(pid, proc_root) or []
-    for position, arg in enumerate(argv):
-        if arg == "vllmd" or os.path.basename(arg) == "vllmd":
-            rest = [a for a in argv[position + 1 :] if not a.startswith("-")]
-            return not rest or rest[0] != "health"
-    return False
-
-
-def health_text(document: dict[str, object]) -> str:
-    """``vllmd health --text``: ``result: message``, then ``download: …`` while a fetch shows
-    (``detail.fetch.message``: the old model may serve, with the new one's files coming)."""
-    lines = [f"{document.get('result')}: {document.get('message')}"]
-    detail = document.get("detail")
-    fetch = detail.get("fetch") if isinstance(detail, dict) else None
-    if isinstance(fetch, dict) and isinstance(fetch.get("message"), str):
-        lines.append(f"download: {fetch['message']}")
-    return "\n".join(lines)
-
-
-def health_command(
-    args: argparse.Namespace,
-    settings: Settings,
-    *,
-    proc_root: Path = PROC,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """``vllmd health``: print the health; exit 0 on success, 1 otherwise, 2 unless the run
-    that wrote the file is running.
-
-    With ``args.text`` set (when the command line offers ``--text``), prints
-    ``RESULT: message`` instead of the JSON.
-    """
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    path = settings.health_path
-    document = read_health(path)
-    if document is None:
-        if path.exists():
-            print(f"vllmd health: {path} does not hold a health report.", file=err)
-        else:
-            print(f"vllmd health: no health report at {path}; is the daemon running?", file=err)
-        return EXIT_NO_DAEMON
-    instance = _instance_in(document)
-    if instance is None:
-        print(
-            f"vllmd health: {path} names no daemon run (no instance identity); the report is "
-            "stale or was not written by this vllmd.",
-            file=err,
-        )
-        return EXIT_NO_DAEMON
-    if not instance.is_running(proc_root):
-        print(
-            f"vllmd health: the daemon that wrote {path} (pid {instance.pid}, started at tick "
-            f"{instance.started} of boot {instance.boot_id[:8] or 'unknown'}) is not running; "
-            "the report is stale.",
-            file=err,
-        )
-        return EXIT_NO_DAEMON
-    if getattr(args, "text", False):
-        print(health_text(document), file=out)
-    else:
-        print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
-    return EXIT_SUCCESS if document.get("result") == "success" else EXIT_UNHEALTHY

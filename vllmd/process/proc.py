@@ -8,11 +8,13 @@ few seconds) imports this module. Every reader takes ``proc_root`` so that tests
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from vllmd.core.escape import one_line
+TYPE_CHECKING = False  # typing's own would cost `vllmd health` what it saves
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
 
-PROC = Path("/proc")
+PROC = "/proc"
+"""The kernel's process tables; every reader takes another root for tests (a str or a Path)."""
 
 
 def stat_fields(text: str) -> list[str]:
@@ -29,7 +31,7 @@ _READ_CAP = 64 * 1024
 """More than any ``stat``, ``status`` or ``cmdline`` file vllmd reads holds."""
 
 
-def read_bytes(path: Path) -> bytes | None:
+def read_bytes(path: StrPath) -> bytes | None:
     """The start of a ``/proc`` file (at most 64 KiB), or ``None`` when it cannot be read.
 
     ``/proc`` files are generated on read and never block; one ``read`` call sees one
@@ -48,9 +50,9 @@ def read_bytes(path: Path) -> bytes | None:
         os.close(fd)
 
 
-def stat(pid: int, proc_root: Path = PROC) -> list[str] | None:
+def stat(pid: int, proc_root: StrPath = PROC) -> list[str] | None:
     """The fields of ``/proc/PID/stat`` from field 3 (the state) on, or ``None`` when gone."""
-    data = read_bytes(proc_root / str(pid) / "stat")
+    data = read_bytes(os.path.join(proc_root, str(pid), "stat"))
     if not data:
         return None
     try:
@@ -59,11 +61,17 @@ def stat(pid: int, proc_root: Path = PROC) -> list[str] | None:
         return None
 
 
-def status(pid: int, proc_root: Path = PROC, *, thread: int | None = None) -> dict[str, str] | None:
+def status(
+    pid: int, proc_root: StrPath = PROC, *, thread: int | None = None
+) -> dict[str, str] | None:
     """``/proc/PID/status`` (of one ``thread`` of it, if given) as name to value; ``None`` when
     gone."""
-    where = proc_root / str(pid) if thread is None else proc_root / str(pid) / "task" / str(thread)
-    data = read_bytes(where / "status")
+    where = (
+        os.path.join(proc_root, str(pid))
+        if thread is None
+        else os.path.join(proc_root, str(pid), "task", str(thread))
+    )
+    data = read_bytes(os.path.join(where, "status"))
     if data is None:
         return None
     found: dict[str, str] = {}
@@ -74,15 +82,15 @@ def status(pid: int, proc_root: Path = PROC, *, thread: int | None = None) -> di
     return found
 
 
-def cmdline(pid: int, proc_root: Path = PROC) -> list[str] | None:
+def cmdline(pid: int, proc_root: StrPath = PROC) -> list[str] | None:
     """The arguments ``pid`` runs with (empty for a zombie or a kernel thread), or ``None``."""
-    data = read_bytes(proc_root / str(pid) / "cmdline")
+    data = read_bytes(os.path.join(proc_root, str(pid), "cmdline"))
     if data is None:
         return None
     return [arg.decode(errors="replace") for arg in data.split(b"\0") if arg]
 
 
-def pids(proc_root: Path = PROC) -> list[int]:
+def pids(proc_root: StrPath = PROC) -> list[int]:
     """Every process id ``/proc`` shows now (empty when it cannot be listed)."""
     try:
         return [int(name) for name in os.listdir(proc_root) if name.isdigit()]
@@ -90,21 +98,25 @@ def pids(proc_root: Path = PROC) -> list[int]:
         return []
 
 
-def threads(pid: int, proc_root: Path = PROC) -> list[int]:
+def threads(pid: int, proc_root: StrPath = PROC) -> list[int]:
     """The thread ids of ``pid`` (empty when it is gone)."""
     try:
-        return [int(name) for name in os.listdir(proc_root / str(pid) / "task") if name.isdigit()]
+        return [
+            int(name)
+            for name in os.listdir(os.path.join(proc_root, str(pid), "task"))
+            if name.isdigit()
+        ]
     except OSError:
         return []
 
 
-def is_alive(pid: int, proc_root: Path = PROC) -> bool:
+def is_alive(pid: int, proc_root: StrPath = PROC) -> bool:
     """Whether ``pid`` is a live process: it exists and is not a zombie (``Z``) or dead (``X``)."""
     fields = stat(pid, proc_root)
     return fields is not None and fields[0] not in ("Z", "X")
 
 
-def group_members(pgid: int, proc_root: Path = PROC) -> list[int]:
+def group_members(pgid: int, proc_root: StrPath = PROC) -> list[int]:
     """Pids of the live processes in group ``pgid`` (zombies hold no memory: they do not count)."""
     members: list[int] = []
     for pid in pids(proc_root):
@@ -116,7 +128,7 @@ def group_members(pgid: int, proc_root: Path = PROC) -> list[int]:
     return members
 
 
-def descendants(pid: int, proc_root: Path = PROC) -> list[int]:
+def descendants(pid: int, proc_root: StrPath = PROC) -> list[int]:
     """Pids of the live descendants of ``pid``, at any depth, whatever their group or session.
 
     A process that calls ``setsid`` leaves its group but not its ancestry; as a subreaper (or
@@ -144,7 +156,7 @@ def descendants(pid: int, proc_root: Path = PROC) -> list[int]:
     return sorted(found)
 
 
-def start_time(pid: int, proc_root: Path = PROC) -> int | None:
+def start_time(pid: int, proc_root: StrPath = PROC) -> int | None:
     """When ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``).
 
     With the boot id it names one process for good: a pid is reused, a start time within one
@@ -157,9 +169,9 @@ def start_time(pid: int, proc_root: Path = PROC) -> int | None:
         return None
 
 
-def boot_id(proc_root: Path = PROC) -> str | None:
+def boot_id(proc_root: StrPath = PROC) -> str | None:
     """This boot's random id (``/proc/sys/kernel/random/boot_id``), or ``None`` when unreadable."""
-    data = read_bytes(proc_root / "sys" / "kernel" / "random" / "boot_id")
+    data = read_bytes(os.path.join(proc_root, "sys", "kernel", "random", "boot_id"))
     text = data.decode(errors="replace").strip() if data else ""
     return text or None
 
@@ -167,7 +179,7 @@ def boot_id(proc_root: Path = PROC) -> str | None:
 _TCP_LISTEN = "0A"
 
 
-def listening_inodes(port: int, proc_root: Path = PROC) -> set[int]:
+def listening_inodes(port: int, proc_root: StrPath = PROC) -> set[int]:
     """Inodes of the TCP sockets (IPv4 and IPv6) that listen on ``port`` in this network namespace.
 
     Read from ``/proc/net/tcp`` and ``/proc/net/tcp6``: ``local_address`` is ``HEXIP:HEXPORT``,
@@ -176,7 +188,7 @@ def listening_inodes(port: int, proc_root: Path = PROC) -> set[int]:
     """
     found: set[int] = set()
     for name in ("tcp", "tcp6"):
-        data = _read_all(proc_root / "net" / name)
+        data = _read_all(os.path.join(proc_root, "net", name))
         for line in data.decode(errors="replace").splitlines()[1:]:
             fields = line.split()
             if len(fields) < 10 or fields[3] != _TCP_LISTEN:
@@ -190,7 +202,7 @@ def listening_inodes(port: int, proc_root: Path = PROC) -> set[int]:
     return found
 
 
-def _read_all(path: Path) -> bytes:
+def _read_all(path: StrPath) -> bytes:
     """All of a ``/proc`` file that may be larger than one read (``/proc/net/tcp``)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -209,9 +221,9 @@ def _read_all(path: Path) -> bytes:
     return b"".join(chunks)
 
 
-def socket_inodes(pid: int, proc_root: Path = PROC) -> set[int]:
+def socket_inodes(pid: int, proc_root: StrPath = PROC) -> set[int]:
     """Inodes of the sockets ``pid`` has open (``/proc/PID/fd/N -> socket:[INODE]``)."""
-    folder = proc_root / str(pid) / "fd"
+    folder = os.path.join(proc_root, str(pid), "fd")
     try:
         names = os.listdir(folder)
     except OSError:
@@ -219,7 +231,7 @@ def socket_inodes(pid: int, proc_root: Path = PROC) -> set[int]:
     found: set[int] = set()
     for name in names:
         try:
-            target = os.readlink(folder / name)
+            target = os.readlink(os.path.join(folder, name))
         except OSError:
             continue  # closed while we looked
         if target.startswith("socket:["):
@@ -230,7 +242,7 @@ def socket_inodes(pid: int, proc_root: Path = PROC) -> set[int]:
     return found
 
 
-def port_holders(port: int, proc_root: Path = PROC) -> list[int]:
+def port_holders(port: int, proc_root: StrPath = PROC) -> list[int]:
     """Pids of the processes that hold a socket listening on ``port`` (as far as we may see)."""
     inodes = listening_inodes(port, proc_root)
     if not inodes:
@@ -238,8 +250,10 @@ def port_holders(port: int, proc_root: Path = PROC) -> list[int]:
     return [pid for pid in pids(proc_root) if socket_inodes(pid, proc_root) & inodes]
 
 
-def describe(pid: int, proc_root: Path = PROC) -> str:
+def describe(pid: int, proc_root: StrPath = PROC) -> str:
     """``pid 42 (python3 -m http.server)``: a process as a person would recognise it."""
     args = cmdline(pid, proc_root)
     shown = " ".join(args)[:120] if args else "?"
+    from vllmd.core.escape import one_line  # re: a cost `vllmd health` need not pay
+
     return f"pid {pid} ({one_line(shown)})"
