@@ -208,3 +208,22 @@ def test_a_model_larger_than_the_free_space_is_refused_before_a_byte_moves(
     assert fetch_detail(volumes)["error"]["kind"] == "disk-full"  # type: ignore[index]
     assert not [r for r in hub.downloads() if r.path.endswith(".safetensors")]
     assert volumes.starts() == []
+
+
+def test_a_stop_during_a_fetch_leaves_no_worker_behind(
+    hub: Hub, volumes: Volumes, start_daemon: Callable[..., Daemon]
+) -> None:
+    # given a first start whose download is under way on a slow hub
+    add_model(hub, "org/slow", size=4 << 20)
+    hub.rate_bps = 200_000
+    volumes.set_args(*volumes.standin_args("org/slow", *READ))
+    daemon = start_daemon(env=fetch_env(hub, volumes))
+    wait_for(lambda: (f := fetch_detail(volumes)) and f["done"] > 0, 30, "bytes of org/slow")
+    health = volumes.health_json() or {}
+    assert health["result"] == "loading" and "Downloading org/slow: " in health["message"]
+    (worker,) = worker_pids(daemon)
+    # when the daemon is stopped
+    daemon.signal(15)
+    # then it exits 0 and the worker is gone with it; no vLLM was started
+    assert daemon.wait_exit() == 0
+    assert not pid_alive(worker) and volumes.starts() == []

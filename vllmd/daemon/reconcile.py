@@ -206,7 +206,11 @@ class Reconciler:
             assert desired is not None
             await self._start(desired, new_config=act is Act.START)
         elif act is Act.REPLACE:
-            log.info("the configuration changed: restarting vLLM")
+            fetched = self._fetches is not None and self._fetches.model() is not None
+            if fetched and desired is not None:
+                log.info("%s is in the cache: switching vLLM over to it", desired.model)
+            else:
+                log.info("the configuration changed: restarting vLLM")
             # Loading from now on, not "ready" while the old one stops.
             status.replacing(self._clock())
             await supervisor.stop()
