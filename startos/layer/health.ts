@@ -7,6 +7,7 @@
  * loading here, whatever the SDK's own grace period, and failure is vllmd's verdict.
  */
 import type { Exec } from './calls'
+import { isRecord, parseRecord } from './json'
 
 export type Health =
   | { result: 'success'; message: string | null }
@@ -30,18 +31,9 @@ type Report = {
   detail: Record<string, unknown>
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
 function report(exitCode: 0 | 1, stdout: string): Report | null {
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(stdout)
-  } catch {
-    return null
-  }
-  if (!isRecord(parsed)) return null
+  const parsed = parseRecord(stdout)
+  if (parsed === null) return null
   const { result, message, detail } = parsed
   if (typeof result !== 'string' || typeof message !== 'string' || !message) return null
   return { exitCode, result, message, detail: isRecord(detail) ? detail : {} }

@@ -13,6 +13,8 @@
  * adopts it when `credentials.json` is missing or invalid, so dependents keep working.
  */
 
+import { isRecord, parseRecord } from './json'
+
 const MISTRAL_PRESET = 'mistral-small-32-24b'
 const MISTRAL_BNB = 'unsloth/Mistral-Small-3.2-24B-Instruct-2506-bnb-4bit'
 const MISTRAL_AWQ = 'jeffcookio/Mistral-Small-3.2-24B-Instruct-2506-awq-sym'
@@ -40,9 +42,7 @@ function withoutBitsandbytes(args: string[]): string[] {
 
 function selection(store: Store): unknown {
   const chosen = store.modelSelection
-  return typeof chosen === 'object' && chosen !== null
-    ? (chosen as Record<string, unknown>).selection
-    : undefined
+  return isRecord(chosen) ? chosen.selection : undefined
 }
 
 /**
@@ -51,15 +51,9 @@ function selection(store: Store): unknown {
  * change.
  */
 export function fromStart9Store(text: string | null): string | null {
-  if (text === null) return null
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch {
-    return null
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null
-  const store = { ...(parsed as Store) }
+  const parsed = parseRecord(text)
+  if (parsed === null) return null
+  const store: Store = { ...parsed }
   let changed = false
 
   const model = store.selectedModel

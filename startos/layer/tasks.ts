@@ -1,4 +1,5 @@
 /** When init asks for a model (pure). */
+import { parseRecord } from './json'
 
 /** vllmd's own wording of the task (CONTRACT §3, the `task` of health.json). */
 export const SET_MODEL_REASON = 'Select which AI model vLLM should serve'
@@ -10,14 +11,8 @@ export const SET_MODEL_REASON = 'Select which AI model vLLM should serve'
  * (the layer runs it with --force, which moves the unreadable file aside).
  */
 export function needsModel(storeText: string | null): boolean {
-  if (storeText === null) return true
-  let store: unknown
-  try {
-    store = JSON.parse(storeText)
-  } catch {
-    return true
-  }
-  if (typeof store !== 'object' || store === null || Array.isArray(store)) return true
-  const args = (store as Record<string, unknown>).serveArgs
+  const store = parseRecord(storeText)
+  if (store === null) return true
+  const args = store.serveArgs
   return !Array.isArray(args) || args.length === 0 || !args.every((a) => typeof a === 'string')
 }
