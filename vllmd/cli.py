@@ -1,8 +1,8 @@
 """The ``vllmd`` command: ``run``, ``health``, ``action``, ``hardware``, ``demo``.
 
-Each subcommand's handler is imported only when it runs, so that ``vllmd health`` (a container
-HEALTHCHECK, called every few seconds) and the actions start without loading the daemon's
-dependencies.
+Each subcommand's handler is imported only when it runs, so that the actions start without
+loading the daemon's dependencies. ``vllmd health`` in its plain forms is answered before this
+module is imported (``vllmd.__main__``); here it gets help, errors and the odd forms.
 """
 
 from __future__ import annotations
