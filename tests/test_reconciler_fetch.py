@@ -324,3 +324,29 @@ async def test_a_model_deleted_from_the_cache_while_it_serves_is_left_serving(
     world.cached.discard("org/a")
     await world.reconcile()
     assert world.fetcher.calls == [] and world.supervisor.stopped == []
+
+
+async def test_a_moving_fetch_shows_at_most_every_second_and_its_plan_and_error_at_once(
+    world: FetchWorld,
+) -> None:
+    # given a fetch under way
+    world.select("org/b")
+    await world.reconcile()
+    report = world.fetcher.calls[0].on_change
+    shown: list[object] = []
+
+    def note() -> None:
+        shown.append(world.status.record.fetch)
+
+    # when its plan comes, then progress every 0.25 s for 2 s
+    report(FetchState("org/b", total=2 * GB, done=0))
+    note()
+    for i in range(1, 9):
+        world.clock.advance(0.25)
+        report(FetchState("org/b", total=2 * GB, done=i * 100_000_000, rate_bps=4e8))
+        note()
+    # then the plan showed at once, and the figures changed no more than once a second
+    fetch = world.status.record.fetch
+    assert fetch is not None and fetch.state.done == 800_000_000
+    assert len({id(f) for f in shown}) == 3  # the plan, then at 1 s and at 2 s
+    assert fetch.moved_at == world.clock.now  # movement noted at every report
