@@ -25,9 +25,9 @@ from vllmd.settings import OPTIONS, Settings, SettingsError, settings_from
 PACKAGE = Path(vllmd.__file__).parent
 ROOT = PACKAGE.parent
 
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "vllmd.__main__": 8,
-    "vllmd.early": 3,
+    "vllmd.early": 5.5,
     "vllmd.cli": 7,
     "vllmd.demo": 7,
     "vllmd.daemon": 6,
@@ -48,7 +48,8 @@ LAYERS: dict[str, int] = {
 own part. ``settings`` and ``logs`` sit just above the core: the one frozen ``Settings`` is built
 at the top and passed down, so every layer that takes it imports its type (and nothing but the
 core is beneath it); the log formats are used by the daemon for vLLM's lines. ``early`` runs
-first, under ``__main__``, and writes through ``state``; its record goes to ``cli`` and the daemon.
+first, under ``__main__``, and writes through ``state`` with the ``/proc`` reader's help; its
+record goes to ``cli`` and the daemon.
 ``options`` (the spellings, no imports) and ``apikey`` (the key's generator and file name, ``os``
 only) are leaves that ``settings``, ``state`` and ``early`` share."""
 

@@ -13,7 +13,7 @@ from vllmd.apikey import KEY_LENGTH, new_key
 from vllmd.core.masking import MASK, Masker, redact
 from vllmd.state.atomicfile import create_atomic, write_atomic
 from vllmd.state.credentials import ensure_key, read_key
-from vllmd.state.store import StoreError, read_store, update_store
+from vllmd.state.store import StoreError, read_store, remove_field, update_store
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
@@ -159,3 +159,27 @@ def test_a_folder_named_credentials_json_is_moved_aside(tmp_path: Path) -> None:
     state = ensure_key(path)
     assert state.created and state.moved_aside is not None and state.moved_aside.is_dir()
     assert read_key(path) == state.key
+
+
+def test_removing_a_store_field_keeps_every_other_key_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    path.write_text('{"apiKey": "x", "serveArgs": ["m"], "mine": {"deep": [1.50, "\\u00e9"]}}')
+    assert remove_field(path, "apiKey") is True
+    assert json.loads(path.read_text()) == {"serveArgs": ["m"], "mine": {"deep": [1.5, "é"]}}
+    assert "1.50" in path.read_text() and "\\u00e9" in path.read_text()  # values as written
+    assert remove_field(path, "apiKey") is False  # nothing left to remove
+    assert remove_field(tmp_path / "absent.json", "apiKey") is False
+
+
+def test_an_atomic_write_that_is_no_longer_wanted_leaves_the_file_and_no_temporary(
+    tmp_path: Path,
+) -> None:
+    # given a file another writer replaced while ours was being written
+    path = tmp_path / "store.json"
+    path.write_text("theirs")
+    # when the write is asked, just before its rename, whether the file is still the one read
+    replaced = write_atomic(path, b"ours", still=lambda: False)
+    # then theirs stays, and nothing of ours is left beside it
+    assert replaced is False and path.read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["store.json"]
+    assert write_atomic(path, b"ours", still=lambda: True) is True and path.read_text() == "ours"

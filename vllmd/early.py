@@ -3,8 +3,9 @@
 Dependents wait for ``PUBLIC/credentials.json`` and StartOS reads ``RUN_DIR/health.json`` from the
 moment the container starts, while the daemon's own modules take a tenth of a second to import.
 So ``python -m vllmd run`` (and the ``vllmd`` command) first calls :func:`early_start`, which loads
-the standard library's ``signal`` and ``threading`` and three small modules of vllmd that import
-nothing else (the options' spellings, the key's generator, the atomic write): it writes a
+the standard library's ``signal`` and ``threading`` and four small modules of vllmd that import
+``os`` and ``time`` only (the options' spellings, the key's generator, the atomic write, the
+``/proc`` reader): it writes a
 ``loading`` health file for this run (a previous run's verdict is never read as this one's), and a
 fresh key when there is no key file at all; until the daemon's own watcher is armed, a thread
 writes the key again within milliseconds if it vanishes. Everything else (a key file that is not
@@ -24,6 +25,7 @@ import time
 
 from vllmd import options
 from vllmd.apikey import KEY_FILE, KEY_FILE_MODE, key_document, may_hold_legacy_key, new_key
+from vllmd.process.proc import boot_id, start_time
 from vllmd.state.atomicfile import create_atomic, write_atomic
 
 TYPE_CHECKING = False  # not typing's: importing typing would cost what this module saves
@@ -192,7 +194,12 @@ def _folder(
 def _health_document() -> bytes:
     """A ``loading`` health file for this run, in the shape the daemon's publisher writes."""
     pid = os.getpid()
-    boot, started = _boot_id(), _start_time(pid)
+    boot = boot_id() or ""
+    if not all(c in "0123456789abcdef-" for c in boot):  # spelled into the JSON below as it is
+        boot = ""
+    started = start_time(pid)
+    if started is None:
+        started = -1
     return (
         "{\n"
         '  "result": "loading",\n'
@@ -208,21 +215,3 @@ def _health_document() -> bytes:
         "  }\n"
         "}\n"
     ).encode()
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            text = f.read(64).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return text if all(c in "0123456789abcdef-" for c in text) else ""
-
-
-def _start_time(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read(4096)
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22
-    except (OSError, ValueError, IndexError):
-        return -1

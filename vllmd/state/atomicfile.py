@@ -13,6 +13,7 @@ import time
 
 TYPE_CHECKING = False  # typing's own would import typing: milliseconds of vllmd run's first ones
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     StrPath = str | os.PathLike[str]
@@ -61,21 +62,35 @@ def _write_temp(path: str, data: bytes, mode: int, durable: bool) -> str:
     return tmp
 
 
-def write_atomic(path: StrPath, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder).
+def write_atomic(
+    path: StrPath,
+    data: bytes,
+    mode: int = 0o644,
+    *,
+    durable: bool = True,
+    still: Callable[[], bool] | None = None,
+) -> bool:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync folder); return
+    whether it did.
 
     ``durable=False`` leaves out both fsyncs: readers still see the old file or the new one, but
-    a crash may leave either. Only for a file rewritten durably moments later.
+    a crash may leave either. Only for a file rewritten durably moments later. ``still`` is asked
+    last, with the new content on disk beside the target: when it says False (the file changed
+    since the caller read it, say), nothing is replaced and this returns False.
     """
     target = os.fspath(path)
     tmp = _write_temp(target, data, mode, durable)
     try:
+        if still is not None and not still():
+            _unlink_quietly(tmp)
+            return False
         os.replace(tmp, target)
     except BaseException:
         _unlink_quietly(tmp)
         raise
     if durable:
         _fsync_dir(os.path.dirname(target) or ".")
+    return True
 
 
 def create_atomic(path: StrPath, data: bytes, mode: int = 0o644) -> bool:

@@ -116,15 +116,20 @@ def remove_field(path: Path, name: str) -> bool:
         return False
     del raw[name]
     encoded = _encode_raw(path, raw)
-    after = os.stat(path)
-    if (after.st_ino, after.st_size, after.st_mtime_ns) != (
-        before.st_ino,
-        before.st_size,
-        before.st_mtime_ns,
-    ):
-        return False
-    write_atomic(path, encoded, mode=0o644)
-    return True
+
+    def unchanged() -> bool:  # asked with the new content on disk, just before the rename
+        try:
+            after = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return _identity(after) == _identity(before)
+
+    return write_atomic(path, encoded, mode=0o644, still=unchanged)
+
+
+def _identity(found: os.stat_result) -> tuple[int, int, int, int]:
+    """A file's identity: a rename shows in the inode, an edit in place in size and mtime."""
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def _raw_of(path: Path, data: bytes) -> dict[str, Any]:
