@@ -306,7 +306,10 @@ sys.exit(run_daemon(settings, out=sys.stdout, started=time.monotonic() - 1000, p
 """
 
 
-def test_ctrl_c_says_stopping_at_once_and_the_demo_ends_with_the_daemon(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_ctrl_c_says_stopping_at_once_and_the_demo_ends_with_the_daemon(
+    tmp_path: Path, signum: int
+) -> None:
     # Given a demo whose model is ready, and whose vLLM takes 3 s to stop
     volumes = Volumes(tmp_path)
     volumes.set_args(*volumes.standin_args("org/model", "--fake-term-delay", "3"))
@@ -329,8 +332,9 @@ def test_ctrl_c_says_stopping_at_once_and_the_demo_ends_with_the_daemon(tmp_path
         assert re.search(rf"{SERVED_NAME} is ready \(10\d\d s since the start\)", shown)
         assert f"export VLLMD_DATA={volumes.data}" in shown
         assert "vllmd action get-api-key --text\n" in shown
-        # When Ctrl-C reaches the demo's group (the daemon has a group of its own)
-        os.killpg(demo.pid, signal.SIGINT)
+        # When Ctrl-C (or a closed terminal's hangup) reaches the demo's group (the daemon has a
+        # group of its own)
+        os.killpg(demo.pid, signum)
         # Then it says so at once, while vLLM is still stopping
         wait_for(lambda: "vllmd demo: stopping vLLM and the daemon\n" in lines, 2, "stopping")
         assert demo.poll() is None
@@ -340,8 +344,20 @@ def test_ctrl_c_says_stopping_at_once_and_the_demo_ends_with_the_daemon(tmp_path
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
+        _stop_daemon(volumes)  # a test that failed half-way leaves nothing running
     reader.join(5)
     assert demo.stdout is not None
     demo.stdout.close()
     assert lines[-1] == "vllmd demo: stopped; vLLM and its processes are gone.\n"
     assert [r["pid"] for r in volumes.starts() if pid_alive(r["pid"])] == []
+
+
+def _stop_daemon(volumes: Volumes) -> None:
+    """SIGTERM the daemon that ``health.json`` names, if it lives, and wait for it to go."""
+    try:
+        pid = json.loads(volumes.health.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(pid), 20, f"the daemon {pid} to stop")

@@ -16,6 +16,7 @@ in the command they paste.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -46,7 +47,13 @@ QUESTION = "What is the capital of France?"
 POLL_S = 0.5
 """How often the progress thread looks at ``health.json``."""
 LOG_TAIL_LINES = 20
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS: Mapping[int, int] = {
+    signal.SIGINT: signal.SIGINT,
+    signal.SIGTERM: signal.SIGTERM,
+    signal.SIGHUP: signal.SIGTERM,
+}
+"""The signals the demo stops on, and what it passes on to the daemon for each: a closed terminal
+(SIGHUP, which the daemon ignores) stops it too."""
 
 
 class DemoError(VllmdError):
@@ -259,12 +266,18 @@ def daemon_argv(settings: Settings) -> list[str]:
 def run_daemon(settings: Settings, *, out: TextIO, started: float, program: str) -> int:
     """Run ``vllmd run`` until it exits, showing its progress on ``out``; its exit code.
 
-    SIGINT and SIGTERM are passed on to the daemon, one for one; the first says "stopping".
+    SIGINT and SIGTERM are passed on to the daemon, one for one (SIGHUP as SIGTERM); the first
+    says "stopping".
     """
+
+    def say(text: str) -> None:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            out.write(text)
+            out.flush()
+
     log_path = settings.run_dir / "demo.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    out.write(f"the daemon's and vLLM's log: {log_path} (tail -f it to watch)\n")
-    out.flush()
+    say(f"the daemon's and vLLM's log: {log_path} (tail -f it to watch)\n")
     with log_path.open("ab") as log:
         child = subprocess.Popen(
             daemon_argv(settings),
@@ -293,10 +306,9 @@ def run_daemon(settings: Settings, *, out: TextIO, started: float, program: str)
     def forward(signum: int, frame: FrameType | None) -> None:
         stops.append(signum)
         if child.poll() is None:
-            child.send_signal(signum)
+            child.send_signal(STOP_SIGNALS[signum])
         message = "stopping vLLM and the daemon" if len(stops) == 1 else "killing vLLM now"
-        out.write(f"{progress.end_line()}vllmd demo: {message}\n")
-        out.flush()
+        say(f"{progress.end_line()}vllmd demo: {message}\n")
 
     previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
     try:
@@ -311,11 +323,10 @@ def run_daemon(settings: Settings, *, out: TextIO, started: float, program: str)
             child.send_signal(signal.SIGTERM)
             child.wait()
     if code != 0:
-        out.write(f"vllmd demo: the daemon {describe_exit(code)}; the end of {log_path}:\n")
-        out.write(f"{tail(log_path)}\n")
+        say(f"vllmd demo: the daemon {describe_exit(code)}; the end of {log_path}:\n")
+        say(f"{tail(log_path)}\n")
     else:
-        out.write("vllmd demo: stopped; vLLM and its processes are gone.\n")
-    out.flush()
+        say("vllmd demo: stopped; vLLM and its processes are gone.\n")
     return code
 
 
