@@ -158,8 +158,9 @@ def test_the_early_files_are_written_before_any_other_module_is_imported(tmp_pat
     )
     imported = json.loads(done.stdout.replace("'", '"'))
     ours = [name for name in imported if name.split(".")[0] == "vllmd"]
-    assert ours == ["vllmd", "vllmd.apikey", "vllmd.early", "vllmd.options", "vllmd.process",
-                    "vllmd.process.proc", "vllmd.state", "vllmd.state.atomicfile"]  # fmt: skip
+    assert ours == ["vllmd", "vllmd.apikey", "vllmd.core", "vllmd.core.errors", "vllmd.early",
+                    "vllmd.options", "vllmd.process", "vllmd.process.proc", "vllmd.state",
+                    "vllmd.state.atomicfile", "vllmd.state.readfile"]  # fmt: skip
     # the rest is the standard library only (signal, threading and what they need): no
     # dependency, no typing, no pathlib
     others = [name for name in imported if name.split(".")[0] != "vllmd"]

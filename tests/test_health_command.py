@@ -22,6 +22,10 @@ ALLOWED_OURS = {
     "vllmd.daemon.healthcheck",
     "vllmd.process",
     "vllmd.process.proc",
+    "vllmd.state",
+    "vllmd.state.readfile",
+    "vllmd.core",
+    "vllmd.core.errors",
 }
 
 

@@ -3,9 +3,9 @@
 Dependents wait for ``PUBLIC/credentials.json`` and StartOS reads ``RUN_DIR/health.json`` from the
 moment the container starts, while the daemon's own modules take a tenth of a second to import.
 So ``python -m vllmd run`` (and the ``vllmd`` command) first calls :func:`early_start`, which loads
-the standard library's ``signal`` and ``threading`` and four small modules of vllmd that import
-``os`` and ``time`` only (the options' spellings, the key's generator, the atomic write, the
-``/proc`` reader): it writes a
+the standard library's ``signal`` and ``threading`` and small modules of vllmd that import the
+built-in ones only (the options' spellings, the key's generator, the atomic write, the state-file
+and ``/proc`` readers): it writes a
 ``loading`` health file for this run (a previous run's verdict is never read as this one's), and a
 fresh key when there is no key file at all; until the daemon's own watcher is armed, a thread
 writes the key again within milliseconds if it vanishes. Everything else (a key file that is not
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import threading
 import time
 
@@ -27,6 +26,7 @@ from vllmd import options
 from vllmd.apikey import KEY_FILE, KEY_FILE_MODE, key_document, may_hold_legacy_key, new_key
 from vllmd.process.proc import boot_id, start_time
 from vllmd.state.atomicfile import create_atomic, write_atomic
+from vllmd.state.readfile import UnreadableFile, read_small_file
 
 TYPE_CHECKING = False  # not typing's: importing typing would cost what this module saves
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ STARTING_MESSAGE = "vllmd is starting."
 KEY_WATCH_S = 0.005
 """Until the daemon watches the key itself, a deleted key is written again within this long..."""
 STORE_HEAD_BYTES = 1 << 20
-"""How much of ``store.json`` is looked at for a key to adopt (the daemon's cap on the file)."""
+"""The most of ``store.json`` looked at for a key to adopt (the daemon's cap on the file)."""
 KEY_WATCH_MAX_S = 30.0
 """...for at most this long (the daemon takes over within a second; this bounds a stray thread)."""
 
@@ -149,20 +149,12 @@ def _write_key_if_missing(early: Early, paths: _KeyPaths) -> bool:
 
 
 def _head(path: str) -> bytes:
-    """Up to 1 MiB of the regular file ``path`` (b"" for anything else), without blocking: a FIFO
-    in its place would otherwise hang the start."""
+    """The bytes of the regular file ``path`` (b"" for anything else, or too large), read
+    without blocking: a FIFO in its place would otherwise hang the start."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+        return read_small_file(path, STORE_HEAD_BYTES)
+    except (OSError, UnreadableFile):
         return b""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return b""
-        return os.read(fd, STORE_HEAD_BYTES)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
 
 
 def _folder(

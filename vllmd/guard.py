@@ -156,7 +156,8 @@ def read_key_file(path: str) -> bytes:
 def read_at_most(fd: int, limit: int) -> bytes:
     """What ``fd`` holds, up to ``limit + 1`` bytes: more than ``limit`` means "too large".
 
-    Shared with the daemon's state-file reader, so the daemon and the guard cap files alike.
+    The daemon's state-file reader (``vllmd.state.readfile``) caps files by the same rule; this
+    copy is the guard's, which runs alone in vLLM's process.
     """
     chunks: list[bytes] = []
     size = 0

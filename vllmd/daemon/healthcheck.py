@@ -3,7 +3,8 @@
 StartOS runs the ready check about once a second until the first success (a 35-minute load is
 2,000 runs), so this command must cost little more than the interpreter's own start: ``__main__``
 calls :func:`main` before importing the command line, and this module imports ``os``, ``sys``,
-``json`` and the ``/proc`` reader only (no argparse, no settings, no logging, no event loop).
+``json``, the ``/proc`` reader and the state-file reader only (no argparse, no settings, no
+logging, no event loop).
 :mod:`vllmd.daemon.healthfile` writes the file; the exit codes and the reading live here.
 """
 
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 
 from vllmd import options
 from vllmd.process.proc import PROC, boot_id, cmdline, start_time
+from vllmd.state.readfile import UnreadableFile, read_small_file
 
 TYPE_CHECKING = False  # typing's own costs what this module saves
 if TYPE_CHECKING:
@@ -37,30 +38,6 @@ MAX_HEALTH_BYTES = 1 << 20
 _VOLUMES = (options.DATA, options.PUBLIC, options.RUN_DIR)
 
 
-def _read_regular(path: StrPath, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes of the regular file ``path``; OSError for anything else.
-
-    Opened without blocking and checked before reading: a FIFO in the file's place would hang a
-    HEALTHCHECK, and ``/dev/zero`` would never end. (The state files' reader does the same with
-    richer errors, but imports the guard's hashing and logging: milliseconds this command saves.)
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def read_health(path: StrPath) -> dict[str, object] | None:
     """The health document at ``path``, or ``None`` when there is none or it is not one.
 
@@ -68,11 +45,8 @@ def read_health(path: StrPath) -> dict[str, object] | None:
     one" too.
     """
     try:
-        data = _read_regular(path, MAX_HEALTH_BYTES)
-        if len(data) > MAX_HEALTH_BYTES:
-            return None
-        document = json.loads(data)
-    except (OSError, ValueError, RecursionError):
+        document = json.loads(read_small_file(path, MAX_HEALTH_BYTES))
+    except (OSError, UnreadableFile, ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None
 

@@ -11,7 +11,10 @@ reads at most a cap. Every refusal is an :class:`UnreadableFile` that says what 
 what to do.
 
 A regular file of a few KiB on a local volume reads in microseconds, so callers on the event loop
-call this directly: the opens that block for ever (FIFOs, devices) never happen.
+call this directly: the opens that block for ever (FIFOs, devices) never happen. ``vllmd health``
+and ``vllmd run``'s first milliseconds read through it too, so it imports ``os``, ``errno`` and
+``stat`` only. (The API key guard, which runs alone in vLLM's process, has its own small reader
+with the same cap rule.)
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 
 from vllmd.core.errors import VllmdError
-from vllmd.guard import read_at_most
 
-__all__ = ["UnreadableFile", "read_small_file"]
+TYPE_CHECKING = False  # typing's own costs `vllmd health` what it saves
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
+
+__all__ = ["UnreadableFile", "read_at_most", "read_small_file"]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -35,7 +40,7 @@ class UnreadableFile(VllmdError):
     reason: str
     """What the path is instead of a readable file, without the path: ``a FIFO (named pipe)``."""
 
-    def __init__(self, path: Path, reason: str, hint: str = "") -> None:
+    def __init__(self, path: StrPath, reason: str, hint: str = "") -> None:
         super().__init__(f"{path}: {reason}.", hint or _HINT)
         self.reason = reason
 
@@ -58,7 +63,7 @@ def _kind(mode: int) -> str | None:
     return "not a regular file"
 
 
-def _oserror(path: Path, exc: OSError) -> UnreadableFile:
+def _oserror(path: StrPath, exc: OSError) -> UnreadableFile:
     """The refusal for an ``OSError`` met while looking at or reading ``path``."""
     if exc.errno == errno.ELOOP:
         return UnreadableFile(path, "a loop of symbolic links", "Point the link at a real file.")
@@ -73,7 +78,7 @@ def _oserror(path: Path, exc: OSError) -> UnreadableFile:
     return UnreadableFile(path, f"cannot be read ({exc.strerror or exc})")
 
 
-def _dangling(path: Path) -> UnreadableFile | None:
+def _dangling(path: StrPath) -> UnreadableFile | None:
     """The refusal for a symlink at ``path`` whose target does not exist, else None."""
     try:
         target = os.readlink(path)
@@ -86,7 +91,20 @@ def _dangling(path: Path) -> UnreadableFile | None:
     )
 
 
-def read_small_file(path: Path, max_bytes: int) -> bytes:
+def read_at_most(fd: int, limit: int) -> bytes:
+    """What ``fd`` holds, up to ``limit + 1`` bytes: more than ``limit`` means "too large"."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def read_small_file(path: StrPath, max_bytes: int) -> bytes:
     """The content of the regular file ``path``, at most ``max_bytes`` long.
 
     Raises:
