@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,10 +292,11 @@ def test_a_fetch_with_the_offline_switch_set_says_so(hub: Hub, tmp_path: Path) -
 
 
 def test_a_fetch_that_does_not_fit_is_refused_before_a_byte_moves(hub: Hub, tmp_path: Path) -> None:
-    # Given a model of 2 MiB and a margin larger than the disk's free space
+    # Given a model of 2 MiB and a margin far larger than the disk's free space (by a TiB: other
+    # tests free space on the same disk while this one runs)
     add_model(hub, "org/m")
     free = shutil.disk_usage(tmp_path).free
-    code, events, _ = _run(hub, tmp_path, "model:org/m", margin=free)
+    code, events, _ = _run(hub, tmp_path, "model:org/m", margin=free + (1 << 40))
     # Then the one line says how much is needed and free, and what to do
     assert code == 1
     assert [e["event"] for e in events] == ["error"]
@@ -394,3 +396,56 @@ def test_a_removed_model_is_no_longer_complete(hub: Hub, tmp_path: Path) -> None
     assert read_record(models, target) is not None
     # And a target never fetched is incomplete
     assert not is_complete(models, [Target("org/other", None, "model")])
+
+
+def _download_as_vllm_did(hub: Hub, tmp_path: Path, models: Path, repo_id: str) -> None:
+    """Fill the cache the way vLLM 0.32 downloads a model itself (snapshot_download)."""
+    script = (
+        "import sys; from huggingface_hub import snapshot_download; "
+        "snapshot_download(sys.argv[1], cache_dir=sys.argv[2], "
+        "allow_patterns=['*.json', '*.safetensors'])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, repo_id, str(models)],
+        env=worker_env(hub, tmp_path),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_a_model_an_earlier_download_left_whole_starts_without_the_hub(
+    hub: Hub, tmp_path: Path
+) -> None:
+    # Given a model that vLLM downloaded itself before vllmd fetched (no record of ours)
+    files = add_model(hub, "org/m")
+    models = tmp_path / "models"
+    _download_as_vllm_did(hub, tmp_path, models, "org/m")
+    assert not is_complete(models, [Target("org/m", None, "model")])
+    # When the worker runs while the hub cannot be reached
+    hub.stop()
+    code, events, stderr = _run(hub, tmp_path, "model:org/m")
+    # Then the cached copy is recorded complete, and the log says why
+    assert code == 0, events
+    assert [e["event"] for e in events] == ["plan", "done"]
+    assert events[0]["total"] == events[0]["present"] == sum(map(len, read_files(files).values()))
+    assert is_complete(models, [Target("org/m", None, "model")])
+    assert "cannot be reached" in stderr
+
+
+def test_a_model_an_earlier_download_left_half_done_still_needs_the_hub(
+    hub: Hub, tmp_path: Path
+) -> None:
+    # Given a cached model one of whose shards is gone
+    add_model(hub, "org/m")
+    models = tmp_path / "models"
+    _download_as_vllm_did(hub, tmp_path, models, "org/m")
+    snapshots = models / "models--org--m" / "snapshots"
+    (shard,) = snapshots.glob("*/model-00002-of-00002.safetensors")
+    shard.unlink()
+    # When the worker runs while the hub cannot be reached
+    hub.stop()
+    code, events, _ = _run(hub, tmp_path, "model:org/m")
+    # Then it is a network error, and nothing is recorded
+    assert (code, events[0]["kind"]) == (1, "network")
+    assert not is_complete(models, [Target("org/m", None, "model")])

@@ -8,6 +8,11 @@ file into the HuggingFace cache at ``DIR``, records each complete target
 :mod:`vllmd.core.fetchstate` (anything else a library prints goes to stderr); a failure is one
 ``error`` line and exit 1. The environment is the launch's: ``HF_TOKEN``, ``HF_ENDPOINT``, proxies.
 
+A hub that cannot be reached is not the end when an earlier download (vLLM's own, before vllmd
+fetched) left every file vLLM reads in the cache: those files are recorded as the complete plan
+(:func:`vllmd.fetch.plan.plan_from_cache`) and a warning says so, so that such a model starts
+offline instead of waiting for the hub.
+
 The margin (default 1 GiB, ``--margin-bytes``) keeps room on the data volume for what vLLM and
 vllmd write beside the weights: the compile caches, logs, ``store.json``.
 """
@@ -36,11 +41,12 @@ from vllmd.core.units import human_bytes
 from vllmd.fetch.cache import Planned, bytes_on_disk, is_cached, remove_stale_partials
 from vllmd.fetch.download import fetch_file
 from vllmd.fetch.failures import classify
-from vllmd.fetch.plan import plan_target
+from vllmd.fetch.plan import plan_from_cache, plan_target
 from vllmd.state.fetched import write_record
 
 DEFAULT_MARGIN_BYTES = 1 << 30
 PROGRESS_EVERY_S = 0.5
+log = logging.getLogger("vllmd.fetch")
 FILES_AT_ONCE = 8
 """Files downloaded at once: snapshot_download's default."""
 
@@ -129,13 +135,37 @@ class Worker:
         needed = total - bytes_on_disk(self.models, plan) + self.margin
         return NoSpace(self.current, needed, shutil.disk_usage(self.models).free, self.margin)
 
+    def from_cache(self, targets: Sequence[Target]) -> bool:
+        """Record ``targets`` complete from the cache alone, when every one of them is there."""
+        local = [found for t in targets if (found := plan_from_cache(self.models, t)) is not None]
+        if len(local) != len(targets):
+            return False
+        for target, (commit, files) in zip(targets, local, strict=True):
+            write_record(self.models, target, commit, files)
+            log.warning(
+                "the hub cannot be reached; %s@%s is whole in the cache (an earlier download), "
+                "so it is used as it is",
+                target.repo_id,
+                commit[:12],
+            )
+        total = sum(size for _, files in local for _, size in files)
+        count = sum(len(files) for _, files in local)
+        self.events.emit(PlanEvent(total=total, present=total, files=count))
+        self.events.emit(DoneEvent(total=total))
+        return True
+
     def run(self, targets: Sequence[Target]) -> None:
         """Fetch ``targets``; raises what went wrong."""
         api = HfApi()
         per_target: list[tuple[str, list[Planned]]] = []
-        for target in targets:
-            self.current = target.repo_id
-            per_target.append(plan_target(api, self.models, target, fetch_file))
+        try:
+            for target in targets:
+                self.current = target.repo_id
+                per_target.append(plan_target(api, self.models, target, fetch_file))
+        except Exception as exc:
+            if classify(exc, self.current)[0] != "network" or not self.from_cache(targets):
+                raise
+            return
         plan = _unique([p for _, files in per_target for p in files])
         remove_stale_partials(self.models, {p.file.repo_id for p in plan})
         total = sum(p.file.size for p in plan)
