@@ -76,16 +76,26 @@ def _ready_rows(raw: dict[str, Any], figures: dict[str, Any]) -> list[list[str]]
 
 def _switch_rows(raw: dict[str, Any], figures: dict[str, Any]) -> list[list[str]]:
     s, put = raw["switch"], raw["throughput"]
-    outage, cached = s["uncached_outage_s"], s["cached_outage_to_new_s"]
-    plus = round(outage - cached, 3)
+
+    def mid(key: str) -> float | None:
+        return round(statistics.median(s[key]), 2) if s[key] else None
+
+    def secs(key: str) -> str:
+        value = mid(key)
+        return "none" if value is None else f"{value:.2f} s"
+
+    outage, cached = mid("uncached_outage_s") or 0.0, mid("cached_outage_to_new_s") or 0.0
+    plus = round(outage - cached, 2)
     vllmd_mbps, plain_mbps = statistics.median(put["vllmd"]), statistics.median(put["plain"])
     x = round(vllmd_mbps / plain_mbps, 2) if plain_mbps else float("inf")
     figures["switch"] = {**s, "outage_plus_s": plus, "passed": plus <= OUTAGE_PLUS_S}
     figures["throughput"] = {**put, "x": x, "passed": x >= FETCH_X}
-    download = "none" if s["download_s"] is None else f"{s['download_s']:.1f} s"
-    mb = raw["sizes"]
+    n = len(s["uncached_outage_s"])
+    each = ", ".join(f"{v:.1f}" for v in s["uncached_outage_s"])
+    rss = f"{mid('rss_before_mb') or 0:.1f} / {max(s['rss_fetching_max_mb'], default=0):.1f} MB"
+    new_mb = raw["sizes"]["new"] / 1e6
     return [
-        [f"switch to a model not cached (issue 19): {mb['new'] / 1e6:.0f} MB, hub throttled"],
+        [f"switch to a model not cached (issue 19): {new_mb:.0f} MB, hub throttled; {n} round(s)"],
         _value(
             "outage: last answer of the old -> first of the new",
             f"{outage:.2f} s",
@@ -95,23 +105,25 @@ def _switch_rows(raw: dict[str, Any], figures: dict[str, Any]) -> list[list[str]
             f"<= floor + {OUTAGE_PLUS_S:.0f} s",
             _verdict(plus <= OUTAGE_PLUS_S),
         ),
-        _value("  Set Model -> the new one's fetch complete", download),
-        _value("  Set Model -> the new model's first answer", f"{s['uncached_total_s']:.2f} s"),
+        _value("  each round (s)", each),
+        _value("  round 0, vLLM's first load of the model (not counted)", secs("first_outage_s")),
+        _value("  Set Model -> the new one's fetch complete", secs("download_s")),
+        _value("  fetch complete -> the old one's last answer", secs("old_stopped_after_fetch_s")),
+        _value("  Set Model -> the new model's first answer", secs("uncached_total_s")),
+        _value("  daemon RSS: before / most while fetching", rss),
+        _value("cached switch back to the old model: outage", secs("cached_outage_to_old_s")),
         _value(
-            "  daemon RSS: before / most while fetching",
-            f"{s['rss_before_mb']:.1f} / {s['rss_fetching_max_mb']:.1f} MB",
-        ),
-        _value(
-            "cached switch back to the old model: outage", f"{s['cached_outage_to_old_s']:.2f} s"
-        ),
-        _value(
-            f"fetch throughput, {mb['new'] / 1e6:.0f} MB unthrottled (MB/s)",
+            f"fetch throughput, {new_mb:.0f} MB unthrottled (MB/s)",
             f"{vllmd_mbps:.1f} MB/s",
             "snapshot_download",
             f"{plain_mbps:.1f} MB/s",
             f"{x:.2f}x",
             f">= {FETCH_X}x",
             _verdict(x >= FETCH_X),
+        ),
+        _value(
+            "  of which the worker's exec -> its plan line",
+            f"{statistics.median(put['vllmd_plan_s']):.2f} s" if put.get("vllmd_plan_s") else "",
         ),
     ]
 
@@ -139,7 +151,7 @@ def run_real(
             if "ready" in parts:
                 raw.update(ready_and_stop(real, rounds))
             if "switch" in parts:
-                raw.update(run_switch(real))
+                raw.update(run_switch(real, rounds))
         finally:
             real.kill_leftovers()
     return raw
@@ -151,6 +163,9 @@ def main_real(out: Path, rounds: int, log: Callable[[str], None], parts: Collect
     try:
         raw = run_real(workdir, rounds, log, parts)
     finally:
+        for log_file in workdir.glob("*/daemon.log"):  # what vLLM said, for a second look
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log_file, out / "logs" / f"{log_file.parent.name}.log")
         shutil.rmtree(workdir, ignore_errors=True)
     result = summarize_real(raw)
     print(result["table"])
