@@ -25,7 +25,7 @@ from tests.test_probe import http_server
 from vllmd.core.health import Phase
 from vllmd.daemon.probe import Outcome, Prober, ProbeResult, prove_ours
 from vllmd.daemon.tasks import probe_vllm
-from vllmd.process.proc import listening_inodes, port_holders
+from vllmd.process.proc import listening_inodes, port_holders, reached_inodes
 
 pytestmark = pytest.mark.anyio
 
@@ -138,6 +138,56 @@ def test_listening_sockets_are_found_for_ipv4_and_ipv6() -> None:
             # then: both are found, and this process holds them
             assert len(listening_inodes(port)) == 2
             assert port_holders(port) == [os.getpid()]
+
+
+def test_the_listener_is_found_among_many_connections_on_its_port() -> None:
+    # given: a listener and established connections to it (rows of the same local port)
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen(16)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        accepted = [server.accept()[0] for _ in clients]
+        try:
+            # then: exactly the listening socket is found, by either reader
+            inode = os.fstat(server.fileno()).st_ino
+            assert listening_inodes(port) == {inode}
+            assert reached_inodes(port, ipv6=False) == {inode}
+        finally:
+            for s in clients + accepted:
+                s.close()
+
+
+def _table(rows: list[tuple[int, str, int]]) -> str:
+    """A ``/proc/net/tcp`` text: (local port, state, inode) per row, under the kernel's header."""
+    head = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n"
+    )
+    return head + "".join(
+        f"{n:4}: 0100007F:{port:04X} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000"
+        f"     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+        for n, (port, st, inode) in enumerate(rows)
+    )
+
+
+def test_a_probe_over_ipv4_is_proven_against_the_ipv4_listener_before_a_dual_stack_one(
+    tmp_path: Path,
+) -> None:
+    # given: tables as the kernel lists them, listening rows first, connections after
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "tcp").write_text(_table([(8000, "0A", 11), (22, "0A", 12), (8000, "01", 13)]))
+    (net / "tcp6").write_text(_table([(8000, "0A", 21), (8000, "06", 0)]))
+    # then: IPv4 reaches the IPv4 listener alone; IPv6 the IPv6 one; both readers list both
+    assert reached_inodes(8000, ipv6=False, proc_root=tmp_path) == {11}
+    assert reached_inodes(8000, ipv6=True, proc_root=tmp_path) == {21}
+    assert listening_inodes(8000, tmp_path) == {11, 21}
+    # and: with no IPv4 listener, an IPv4 connection reaches the dual-stack IPv6 one
+    (net / "tcp").write_text(_table([(22, "0A", 12), (8000, "01", 13)]))
+    assert reached_inodes(8000, ipv6=False, proc_root=tmp_path) == {21}
+    # and: a port nobody listens on has no listener, whatever its connections
+    assert reached_inodes(9000, ipv6=False, proc_root=tmp_path) == set()
 
 
 FOREIGN_SERVER = textwrap.dedent(

@@ -21,7 +21,7 @@ from typing import ClassVar
 import anyio
 from anyio.abc import SocketStream
 
-from vllmd.process.proc import describe, listening_inodes, port_holders, socket_inodes
+from vllmd.process.proc import describe, port_holders, reached_inodes, socket_inodes
 
 __all__ = [
     "READY_INTERVAL_S",
@@ -194,17 +194,19 @@ class Prober:
         return ProbeResult(Outcome.UNHEALTHY, status, reason=f"GET /health answered {status}")
 
 
-async def prove_ours(port: int, owners: Callable[[], Iterable[int]]) -> ProbeResult:
-    """Whether the socket listening on ``port`` is held by one of ``owners()`` (our vLLM's
-    process tree): HEALTHY when it is, or when no listener is visible (no ``/proc/net/tcp`` here:
-    cannot tell); else NOT_LISTENING naming the holder (another program answering 200 on the port
-    is not our vLLM).
+async def prove_ours(
+    port: int, owners: Callable[[], Iterable[int]], *, ipv6: bool = False
+) -> ProbeResult:
+    """Whether the socket listening on ``port`` that a probe over IPv4 (or ``ipv6``) reaches is
+    held by one of ``owners()`` (our vLLM's process tree): HEALTHY when it is, or when no listener
+    is visible (no ``/proc/net/tcp`` here: cannot tell); else NOT_LISTENING naming the holder
+    (another program answering 200 on the port is not our vLLM).
 
     The owner of a listening socket cannot change while it is held, so the probe loop asks this
     once per launch, at its first 200, and again only after a failed probe. It reads ``/proc``
     (the whole socket table, and every process when the holder is not ours), in a worker thread.
     """
-    holder = await anyio.to_thread.run_sync(_foreign_holder, port, owners)
+    holder = await anyio.to_thread.run_sync(_foreign_holder, port, owners, ipv6)
     if holder is None:
         return ProbeResult.HEALTHY
     return ProbeResult(
@@ -213,8 +215,8 @@ async def prove_ours(port: int, owners: Callable[[], Iterable[int]]) -> ProbeRes
     )
 
 
-def _foreign_holder(port: int, owners: Callable[[], Iterable[int]]) -> str | None:
-    inodes = listening_inodes(port)
+def _foreign_holder(port: int, owners: Callable[[], Iterable[int]], ipv6: bool) -> str | None:
+    inodes = reached_inodes(port, ipv6)
     if not inodes:
         return None
     for pid in owners():

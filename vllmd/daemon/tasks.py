@@ -24,6 +24,7 @@ from vllmd.daemon.probe import (
     Prober,
     ProbeResult,
     StartupHint,
+    loopback_host,
     prove_ours,
 )
 from vllmd.daemon.reconcile import Reconciler
@@ -146,6 +147,7 @@ async def run_probe(
         READY_INTERVAL_S,
         hint=hint,
         owners=owners,
+        ipv6=":" in loopback_host(settings.host),
     )
 
 
@@ -159,6 +161,7 @@ async def probe_vllm(
     *,
     hint: StartupHint | None = None,
     owners: Callable[[], Iterable[int]] | None = None,
+    ipv6: bool = False,
 ) -> None:
     """Ask ``prober`` about the vLLM the reconciler wants probed and tell it the answers: often
     while it loads (readiness is noticed fast), less often once it is ready. While it loads,
@@ -166,8 +169,8 @@ async def probe_vllm(
     it the probe asks every few milliseconds: the socket listens just after the line.
 
     With ``owners`` (vLLM's process tree), the first 200 of each launch counts only once the
-    listening socket is proven theirs (:func:`~vllmd.daemon.probe.prove_ours`); the proof holds
-    until the next launch or a failed probe."""
+    listening socket is proven theirs (:func:`~vllmd.daemon.probe.prove_ours`; ``ipv6``: the
+    prober connects over IPv6); the proof holds until the next launch or a failed probe."""
     proven: Child | None = None  # the launch whose listener was proven ours
     while True:
         child = reconciler.probe_target()
@@ -176,7 +179,7 @@ async def probe_vllm(
             continue
         result = await prober.check()
         if result.ok and owners is not None and proven is not child:
-            result = await prove_ours(port, owners)
+            result = await prove_ours(port, owners, ipv6=ipv6)
         proven = child if result.ok else None
         seen = reconciler.on_probe(child, result.ok)
         if seen is Seen.BECAME_READY:

@@ -176,49 +176,72 @@ def boot_id(proc_root: StrPath = PROC) -> str | None:
     return text or None
 
 
-_TCP_LISTEN = "0A"
+_TCP_LISTEN = b"0A"
+_TABLES = ("tcp", "tcp6")
+_TABLE_READ = 1024
+"""Bytes per read of a socket table: the kernel builds it as it is read, a few rows at a time."""
 
 
-def listening_inodes(port: int, proc_root: StrPath = PROC) -> set[int]:
-    """Inodes of the TCP sockets (IPv4 and IPv6) that listen on ``port`` in this network namespace.
+def _listening_in(table: StrPath, port: int) -> set[int]:
+    """Inodes of the sockets listening on ``port`` in one table (``/proc/net/tcp`` or ``tcp6``).
 
-    Read from ``/proc/net/tcp`` and ``/proc/net/tcp6``: ``local_address`` is ``HEXIP:HEXPORT``,
-    ``st`` 0A is LISTEN, and the tenth column is the socket's inode. The kernel builds these tables
-    by walking every socket (milliseconds on a busy host): the probe asks once per launch.
+    The kernel lists the listening sockets first (it walks its listening hash before the
+    established one), so the read stops at the first row that does not listen: the rest of the
+    table, every connection of the host, is never built (0.4 ms against 7 ms for the whole of it
+    on a host with a large hash). ``local_address`` is ``HEXIP:HEXPORT``, ``st`` 0A is LISTEN,
+    and the tenth column is the socket's inode.
     """
     found: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        data = _read_all(os.path.join(proc_root, "net", name))
-        for line in data.decode(errors="replace").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
-                continue
-            try:
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    found.add(int(fields[9]))
-            except (IndexError, ValueError):
-                continue
-    found.discard(0)
-    return found
-
-
-def _read_all(path: StrPath) -> bytes:
-    """All of a ``/proc`` file that may be larger than one read (``/proc/net/tcp``)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(table, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return b""
-    chunks: list[bytes] = []
+        return found
     try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-            if sum(map(len, chunks)) > 64 << 20:  # a bound, far above any real table
+        rest, header = b"", True
+        while chunk := os.read(fd, _TABLE_READ):
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                fields = line.split()
+                if header or len(fields) < 10:
+                    header = False
+                    continue
+                if fields[3] != _TCP_LISTEN:
+                    return found
+                try:
+                    if int(fields[1].rsplit(b":", 1)[1], 16) == port:
+                        found.add(int(fields[9]))
+                except (IndexError, ValueError):
+                    continue
+            if len(rest) > 1 << 16:  # no row is this long: not a socket table
                 break
     except OSError:
         pass
     finally:
         os.close(fd)
-    return b"".join(chunks)
+    found.discard(0)
+    return found
+
+
+def listening_inodes(port: int, proc_root: StrPath = PROC) -> set[int]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) that listen on ``port`` in this network namespace.
+
+    Read from ``/proc/net/tcp`` and ``/proc/net/tcp6`` (see :func:`_listening_in`).
+    """
+    return set().union(*(_listening_in(os.path.join(proc_root, "net", t), port) for t in _TABLES))
+
+
+def reached_inodes(port: int, ipv6: bool, proc_root: StrPath = PROC) -> set[int]:
+    """Inodes of the sockets listening on ``port`` that a connection over one family reaches.
+
+    A connection over IPv4 reaches an IPv4 listener when there is one, else a dual-stack IPv6 one
+    (listed in ``tcp6``); over IPv6, only ``tcp6``. The other table is read only when needed: an
+    IPv6 table without listeners is still walked whole by the kernel.
+    """
+    for table in ("tcp6",) if ipv6 else _TABLES:
+        found = _listening_in(os.path.join(proc_root, "net", table), port)
+        if found:
+            return found
+    return set()
 
 
 def socket_inodes(pid: int, proc_root: StrPath = PROC) -> set[int]:
