@@ -3,7 +3,7 @@
  *
  * This file imports nothing: a dependent compiles it under its own TypeScript and SDK, so it must
  * hold plain values only. The host id is the MultiHost the API is bound on (interfaces.ts), the
- * port is vllmd's fixed API port (CONTRACT §1). Dependents dial `http://<bridge>:<port>/v1`.
+ * port is vllmd's fixed API port (docs/interfaces.md). Dependents dial `http://<bridge>:<port>/v1`.
  */
 
 /** The MultiHost id of the API: dependents pass it to `sdk.host.getBridgeAddress`. */

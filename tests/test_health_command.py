@@ -40,15 +40,8 @@ def _health_with_modules(*args: str, env: dict[str, str]) -> tuple[int, list[str
         "code = main()\n"
         "print(json.dumps([code, sorted(set(sys.modules) - before)]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    )
+    done = _python(["-c", script], env)
+    assert done.returncode == 0, done.stderr
     code, modules = json.loads(done.stdout.splitlines()[-1])
     return code, modules
 
@@ -65,9 +58,10 @@ def test_vllmd_health_imports_neither_the_daemon_nor_the_command_lines_machinery
     assert not {m.split(".")[0] for m in modules} & HEAVY
 
 
-def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "vllmd", *argv],
+def _python(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """This interpreter run with ``args`` in the checkout, its output as text."""
+    return subprocess.run(
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -75,20 +69,18 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
         timeout=60,
         check=False,
     )
+
+
+def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """``vllmd ARGV`` as the console command runs it (``__main__``)."""
+    done = _python(["-m", "vllmd", *argv], env)
     return done.returncode, done.stdout, done.stderr
 
 
 def _parsed(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
     """The same command through the full command line (``vllmd.cli.main``)."""
-    script = f"import sys\nfrom vllmd.cli import main\nsys.exit(main({argv!r}))\n"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
+    done = _python(
+        ["-c", f"import sys\nfrom vllmd.cli import main\nsys.exit(main({argv!r}))\n"], env
     )
     return done.returncode, done.stdout, done.stderr
 
